@@ -1,0 +1,7 @@
+"""Model families, one LightningModule each, sharing :class:`GenerativeModel`."""
+
+from genvae.models.ae import AE
+from genvae.models.base import GenerativeModel, VectorLatentModel
+from genvae.models.vae import VAE
+
+__all__ = ["AE", "VAE", "GenerativeModel", "VectorLatentModel"]

@@ -1,0 +1,129 @@
+"""Shared LightningModule base: backbone construction, optimizer, and the train/val/test/predict loop."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genvae.backbones import build_backbone
+
+Batch = dict[str, Tensor]
+
+
+class GenerativeModel(L.LightningModule):
+    """Base of every model family.
+
+    Subclasses implement :meth:`losses` (a dict of scalar terms with ``"loss"`` the one optimised, plus the
+    reconstructed image under ``"reconstruction"``), :meth:`encode` and :meth:`decode`. The base logs every
+    term as ``<stage>/<name>`` (per step and per epoch in training, per epoch and synced across ranks in
+    evaluation) and adds ``mse``, the per-pixel squared error of the reconstruction on the [0, 1] scale.
+
+    Args:
+        backbone: registry name (``mlp``, ``conv``, ``resnet``) or dotted class path of a ``Backbone``.
+        backbone_kwargs: keyword arguments of the backbone (e.g. ``{channels: [32, 64]}``).
+        image_shape: ``[C, H, W]``; linked from the datamodule by the CLI.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "conv",
+        backbone_kwargs: dict[str, Any] | None = None,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.backbone = build_backbone(backbone, self.image_shape, backbone_kwargs)
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    # ----------------------------------------------------------- interface
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Deterministic latent representation of images ``x`` (used by metrics and figures)."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] decoded from latents ``z``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # ----------------------------------------------------------- loop
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        terms = self.losses(batch)
+        reconstruction = terms.pop("reconstruction")
+        terms["mse"] = F.mse_loss(reconstruction.float(), batch["image"].float())
+        training = stage == "train"
+        options = {
+            "on_epoch": True,
+            "on_step": training,
+            "sync_dist": not training,
+            "batch_size": len(batch["image"]),
+        }
+        loss = terms.pop("loss")
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, **options)
+        self.log_dict({f"{stage}/{name}": value.detach() for name, value in terms.items()}, **options)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        z = self.encode(batch["image"])
+        return {
+            "latent": z,
+            "reconstruction": self.decode(z),
+            "label": batch["label"],
+            "index": batch["index"],
+        }
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class VectorLatentModel(GenerativeModel):
+    """A model with a flat latent vector: linear heads between the backbone feature map and the latent.
+
+    Args:
+        latent_dim: size of the latent vector.
+        encoder_outputs: how many vectors of ``latent_dim`` the encoder head emits (2 for mean/log-variance).
+    """
+
+    def __init__(self, latent_dim: int = 16, *, encoder_outputs: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        feature_shape = self.backbone.feature_shape
+        features = math.prod(feature_shape)
+        self.encoder_head = nn.Sequential(nn.Flatten(), nn.Linear(features, encoder_outputs * latent_dim))
+        self.decoder_head = nn.Sequential(
+            nn.Linear(latent_dim, features), nn.ReLU(), nn.Unflatten(1, feature_shape)
+        )
+
+    def encoder_output(self, x: Tensor) -> Tensor:
+        return self.encoder_head(self.backbone.encoder(x))
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.backbone.decoder(self.decoder_head(z))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z))

@@ -1,0 +1,99 @@
+"""Variational autoencoder with a beta-weighted KL (beta-VAE), warm-up and capacity annealing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from genvae.errors import ConfigError
+from genvae.models.base import Batch, VectorLatentModel
+from genvae.models.losses import bernoulli_nll, gaussian_kl, gaussian_nll, linear_ramp, reparameterize
+
+
+class VAE(VectorLatentModel):
+    """Gaussian-posterior VAE: loss = recon NLL + beta_t * KL, or recon NLL + beta * |KL - C_t| with capacity.
+
+    Logged terms: ``loss``, ``recon`` (decoder negative log-likelihood, nats per image), ``kl`` (nats per
+    image), ``elbo`` (= -(recon + kl), the true beta = 1 bound whatever beta is), ``beta`` (current weight),
+    and ``mse``.
+
+    Args:
+        latent_dim: size of the latent vector.
+        beta: weight of the KL term (1 = VAE, > 1 = beta-VAE).
+        likelihood: decoder distribution, ``bernoulli`` (logits) or ``gaussian`` (mean = sigmoid output).
+        decoder_std: fixed standard deviation of the Gaussian decoder.
+        kl_warmup_steps: beta rises linearly from 0 over this many optimizer steps (0 = off).
+        capacity: target KL in nats (Burgess et al. 2018); when set the loss is recon + beta * |KL - C_t|.
+        capacity_steps: C_t rises linearly from 0 to ``capacity`` over this many steps.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        beta: float = 1.0,
+        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
+        decoder_std: float = 0.1,
+        kl_warmup_steps: int = 0,
+        capacity: float | None = None,
+        capacity_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(latent_dim=latent_dim, encoder_outputs=2, **kwargs)
+        if beta < 0 or decoder_std <= 0 or kl_warmup_steps < 0 or capacity_steps < 0:
+            raise ConfigError("model: beta, kl_warmup_steps and capacity_steps must be >= 0, decoder_std > 0")
+        self.beta = beta
+        self.likelihood = likelihood
+        self.decoder_std = decoder_std
+        self.kl_warmup_steps = kl_warmup_steps
+        self.capacity = capacity
+        self.capacity_steps = capacity_steps
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z | x), in float32."""
+        mu, logvar = self.encoder_output(x).float().chunk(2, dim=-1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.posterior(x)[0]
+
+    def reconstruction_nll(self, logits: Tensor, x: Tensor) -> Tensor:
+        """-log p(x | z) per example."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_nll(logits, x)
+        return gaussian_nll(torch.sigmoid(logits), x, self.decoder_std)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Images decoded from ``n`` draws of the N(0, I) prior."""
+        return self.decode(torch.randn(n, self.latent_dim, device=self.device))
+
+    def vae_terms(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        """The VAE loss terms and the reparameterised sample z (subclasses add regularisers on z)."""
+        x = batch["image"].float()
+        mu, logvar = self.posterior(x)
+        z = reparameterize(mu, logvar)
+        logits = self.decode_logits(z).float()
+        nll = self.reconstruction_nll(logits, x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        step = self.global_step
+        if self.capacity is None:
+            beta_t = linear_ramp(step, self.kl_warmup_steps, self.beta)
+            loss = nll + beta_t * kl
+        else:
+            beta_t = self.beta
+            loss = nll + beta_t * (kl - linear_ramp(step, self.capacity_steps, self.capacity)).abs()
+        terms = {
+            "loss": loss,
+            "recon": nll,
+            "kl": kl,
+            "elbo": -(nll + kl),
+            "reconstruction": torch.sigmoid(logits),
+        }
+        if self.training:
+            terms["beta"] = torch.tensor(beta_t)
+        return terms, z
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        return self.vae_terms(batch)[0]

@@ -1,0 +1,184 @@
+"""The genvae CLI, driven through ``main([...])``, the console script and ``python -m genvae``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from genvae.cli import main
+from genvae.models import VAE
+
+from .conftest import REPO
+
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+
+
+def run_cli(args: list[str], tmp_path: Path) -> None:
+    main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+
+
+def data_args(root: Path) -> list[str]:
+    return ["--data.init_args.root", str(root)]
+
+
+def test_every_experiment_is_collected() -> None:
+    names = {p.stem for p in EXPERIMENTS}
+    assert {"ae", "vae", "smoke"} <= names
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_fast_dev_run_on_cpu(config: Path, tiny_mnist: Path, tmp_path: Path) -> None:
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.accelerator",
+            "cpu",
+            *data_args(tiny_mnist),
+        ],
+        tmp_path,
+    )
+
+
+def test_print_config_resolves_the_model_family(tiny_mnist: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "experiments" / "vae.yaml"),
+                "--model.init_args.beta",
+                "4",
+                "--print_config",
+            ]
+        )
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "genvae.models.VAE"
+    assert printed["model"]["init_args"]["beta"] == 4.0
+    assert printed["data"]["class_path"] == "genvae.data.MNISTDataModule"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.init_args.betta", "2"], "betta"),
+        (["--model.init_args.likelihood", "poisson"], "likelihood"),
+        (["--data.init_args.batch_size", "many"], "batch_size"),
+    ],
+)
+def test_bad_keys_and_values_are_parser_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(REPO / "experiments" / "vae.yaml"), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_backbone_is_one_clear_line(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(REPO / "experiments" / "smoke.yaml"),
+                *data_args(tiny_mnist),
+                "--model.init_args.backbone",
+                "transformer",
+            ],
+            tmp_path,
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genvae: error: backbone: unknown name 'transformer'")
+
+
+def test_missing_data_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(REPO / "experiments" / "smoke.yaml"),
+                *data_args(tmp_path / "nothing"),
+                "--data.init_args.download",
+                "false",
+            ],
+            tmp_path,
+        )
+    assert "genvae: error: mnist: file train-images-idx3-ubyte[.gz] not found" in capsys.readouterr().err
+
+
+def test_fit_then_validate_test_predict_from_checkpoint(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = ["--config", str(REPO / "experiments" / "smoke.yaml"), *data_args(tiny_mnist)]
+    run_cli(
+        [
+            "fit",
+            *config,
+            "--trainer.max_steps",
+            "3",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks+=ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(tmp_path / "ckpt"),
+            "--trainer.callbacks.save_last",
+            "true",
+        ],
+        tmp_path,
+    )
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    assert ckpt.is_file()
+    for subcommand in ("validate", "test", "predict"):
+        run_cli([subcommand, *config, "--ckpt_path", str(ckpt), "--trainer.logger", "false"], tmp_path)
+    model = VAE.load_from_checkpoint(ckpt, map_location="cpu")  # reload through the concrete class
+    assert model.latent_dim == 4 and model.hparams.backbone == "mlp"
+    assert model.sample(3).shape == (3, 1, 28, 28)
+    loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert loaded["hyper_parameters"]["image_shape"] == (1, 28, 28)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+
+
+def test_console_script_and_module_entry_points(tiny_mnist: Path, tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("genvae")
+    for command in ([str(script)], [sys.executable, "-m", "genvae"]):
+        result = subprocess.run(
+            [
+                *command,
+                "fit",
+                "--config",
+                str(REPO / "experiments" / "smoke.yaml"),
+                *data_args(tiny_mnist),
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "2",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--trainer.enable_progress_bar",
+                "false",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_env(),
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "epoch 1/1 step 2 | train/loss_epoch" in result.stdout
