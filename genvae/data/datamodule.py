@@ -1,0 +1,210 @@
+"""MNIST / FashionMNIST as one in-memory uint8 tensor, served by :class:`TensorBatchLoader`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from genvae.data.idx import read_idx
+from genvae.data.loader import TensorBatchLoader
+from genvae.errors import ConfigError
+
+Split = Literal["train", "test"]
+
+_FILE_STEMS: dict[Split, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# torchvision class name (also its download folder: <root>/<name>/raw) per dataset
+_TORCHVISION_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST or FashionMNIST, held whole as one uint8 tensor (on the accelerator when it fits).
+
+    Args:
+        root: folder holding the raw IDX files (``.gz`` or not), directly or in torchvision's
+            ``<root>/MNIST/raw`` layout; downloads go there too.
+        dataset: ``mnist`` or ``fashion_mnist``.
+        source: where training examples come from. ``train``: the 60k training set, split into
+            train/val by ``val_fraction``; the t10k set is the test set. ``test``: only the t10k set is on
+            disk; a seeded split of it gives train/val and the val part doubles as the test set.
+            ``auto``: ``train`` when the training files are present (or can be downloaded), ``test``
+            when only the t10k files are present (with a warning).
+        val_fraction: fraction of the training source held out for validation.
+        batch_size: training batch size (per device).
+        eval_batch_size: batch size for validation, test and predict.
+        split_seed: seed of the train/val split (independent of ``seed_everything``).
+        download: fetch missing files with torchvision (needs internet).
+        data_on_device: move the whole dataset to the GPU when it uses less than a quarter of free memory.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        dataset: Literal["mnist", "fashion_mnist"] = "mnist",
+        source: Literal["auto", "train", "test"] = "auto",
+        val_fraction: float = 0.1,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        split_seed: int = 0,
+        download: bool = True,
+        data_on_device: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
+        self.root = Path(root)
+        self.dataset = dataset
+        self.source = source
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.split_seed = split_seed
+        self.download = download
+        self.data_on_device = data_on_device
+        self.image_shape: tuple[int, int, int] = (1, 28, 28)
+        self.num_classes = 10
+        self.splits: dict[str, dict[str, torch.Tensor]] = {}
+
+    # ---------------------------------------------------------------- files
+    def _search_dirs(self) -> list[Path]:
+        return [self.root, self.root / _TORCHVISION_NAME[self.dataset] / "raw"]
+
+    def find_file(self, stem: str) -> Path | None:
+        """Path of the IDX file ``stem`` (plain or ``.gz``) under ``root``, or None."""
+        for folder in self._search_dirs():
+            for name in (stem, f"{stem}.gz"):
+                if (folder / name).is_file():
+                    return folder / name
+        return None
+
+    def _has_split(self, split: Split) -> bool:
+        return all(self.find_file(stem) is not None for stem in _FILE_STEMS[split])
+
+    def _missing_error(self, split: Split) -> ConfigError:
+        missing = next(stem for stem in _FILE_STEMS[split] if self.find_file(stem) is None)
+        where = " or ".join(str(d) for d in self._search_dirs())
+        return ConfigError(
+            f"{self.dataset}: file {missing}[.gz] not found in {where}; set data.init_args.download=true "
+            f"with internet access, or copy the raw IDX files into data.init_args.root={self.root}"
+        )
+
+    def resolved_source(self) -> Split:
+        """The training source actually used (resolves ``auto``)."""
+        if self.source != "auto":
+            return self.source
+        if self._has_split("train") or (self.download and not self._has_split("test")):
+            return "train"
+        if self._has_split("test"):
+            return "test"
+        raise self._missing_error("train")
+
+    def _download(self, split: Split) -> None:
+        import torchvision
+
+        dataset_cls = getattr(torchvision.datasets, _TORCHVISION_NAME[self.dataset])
+        try:
+            dataset_cls(str(self.root), train=split == "train", download=True)
+        except Exception as err:  # network errors come in many types
+            raise ConfigError(
+                f"{self.dataset}: download of the {split} split into {self.root} failed ({err}); "
+                "copy the raw IDX files there or use data.init_args.source=test"
+            ) from None
+
+    def prepare_data(self) -> None:
+        """Download missing files (rank 0 only)."""
+        needed: list[Split] = ["train", "test"] if self.resolved_source() == "train" else ["test"]
+        for split in needed:
+            if not self._has_split(split):
+                if not self.download:
+                    raise self._missing_error(split)
+                self._download(split)
+
+    # ---------------------------------------------------------------- tensors
+    def load_split(self, split: Split) -> dict[str, torch.Tensor]:
+        """Images ``[N, 1, 28, 28]`` uint8 and labels ``[N]`` int64 of a raw split, validated."""
+        if not self._has_split(split):
+            raise self._missing_error(split)
+        image_path, label_path = (self.find_file(stem) for stem in _FILE_STEMS[split])
+        images, labels = read_idx(image_path), read_idx(label_path)
+        if images.dtype != torch.uint8 or images.shape[1:] != self.image_shape[1:]:
+            raise ConfigError(f"{image_path}: expected uint8 images of shape [N, 28, 28], got {list(images.shape)}")
+        if labels.shape != images.shape[:1]:
+            raise ConfigError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
+        return {"image": images.unsqueeze(1).contiguous(), "label": labels.long()}
+
+    def _split_train_val(self, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        n = len(tensors["label"])
+        n_val = max(1, round(n * self.val_fraction))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        take = lambda idx: {k: v[idx] for k, v in tensors.items()}  # noqa: E731
+        return take(train_idx), take(val_idx)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits once; later calls (one per stage) reuse them."""
+        if self.splits:
+            return
+        source = self.resolved_source()
+        if source == "train":
+            train, val = self._split_train_val(self.load_split("train"))
+            test = self.load_split("test")
+        else:
+            if self.source == "auto":
+                rank_zero_warn(
+                    f"{self.dataset}: training images not found under {self.root}; training on a seeded "
+                    f"{1 - self.val_fraction:.0%}/{self.val_fraction:.0%} split of the t10k set (val = test)"
+                )
+            train, val = self._split_train_val(self.load_split("test"))
+            test = val
+        self.splits = {"train": train, "val": val, "test": test}
+        self._move_to_device()
+        sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in self.splits.items())
+        rank_zero_info(f"{self.dataset} ({source} source): {sizes}")
+
+    def _move_to_device(self) -> None:
+        trainer = self.trainer
+        if not self.data_on_device or trainer is None:
+            return
+        device = trainer.strategy.root_device
+        if device.type != "cuda":
+            return
+        nbytes = sum(t.numel() * t.element_size() for split in self.splits.values() for t in split.values())
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes < free / 4:
+            self.splits = {name: {k: v.to(device) for k, v in s.items()} for name, s in self.splits.items()}
+
+    # ---------------------------------------------------------------- loaders
+    def _loader(self, split: str, train: bool) -> TensorBatchLoader:
+        if not self.splits:
+            self.setup()
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatchLoader(
+            self.splits[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=torch.initial_seed() % 2**31,  # set by seed_everything, equal on every rank
+            rank=rank,
+            world_size=world,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", train=False)
