@@ -133,7 +133,7 @@ def test_label_count_mismatch_is_reported(tmp_path: Path) -> None:
 def test_real_t10k(shared_mnist: Path) -> None:
     digest = hashlib.md5((shared_mnist / "t10k-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     assert digest == "9fb629c4189551a2d022fa330f9573f3"
-    dm = MNISTDataModule(root=str(shared_mnist), source="test")
+    dm = MNISTDataModule(root=str(shared_mnist), source="test", attributes=False)
     dm.setup()
     assert {k: len(v["label"]) for k, v in dm.splits.items()} == {"train": 9000, "val": 1000, "test": 1000}
     assert dm.splits["train"]["image"].dtype == torch.uint8

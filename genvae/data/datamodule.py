@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,7 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from genvae.data.idx import read_idx
+from genvae.data.attributes import ALGORITHM_VERSION, ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.idx import atomic_write_bytes, read_idx
 from genvae.data.loader import TensorBatchLoader
 from genvae.errors import ConfigError
 
@@ -41,6 +45,10 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: seed of the train/val split (independent of ``seed_everything``).
         download: fetch missing files with torchvision (needs internet).
         data_on_device: move the whole dataset to the GPU when it uses less than a quarter of free memory.
+        attributes: compute the six Morpho-MNIST attributes of every image at preparation (cached on disk)
+            and yield them as ``batch["attributes"]`` ``[B, 6]`` in the order of ``attribute_names``.
+        cache_dir: folder of the attribute cache; default ``root``, or ``~/.cache/genvae`` (or
+            ``$XDG_CACHE_HOME/genvae``) when ``root`` is not writable.
     """
 
     def __init__(
@@ -54,6 +62,8 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 0,
         download: bool = True,
         data_on_device: bool = True,
+        attributes: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -69,6 +79,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.download = download
         self.data_on_device = data_on_device
+        self.attributes = attributes
+        self.cache_dir = cache_dir
+        self.attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES
         self.image_shape: tuple[int, int, int] = (1, 28, 28)
         self.num_classes = 10
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
@@ -118,14 +131,61 @@ class MNISTDataModule(L.LightningDataModule):
                 "copy the raw IDX files there or use data.init_args.source=test"
             ) from None
 
+    def _needed_splits(self) -> list[Split]:
+        return ["train", "test"] if self.resolved_source() == "train" else ["test"]
+
     def prepare_data(self) -> None:
-        """Download missing files (rank 0 only)."""
-        needed: list[Split] = ["train", "test"] if self.resolved_source() == "train" else ["test"]
-        for split in needed:
+        """Download missing files and build the attribute caches (once, on rank 0)."""
+        for split in self._needed_splits():
             if not self._has_split(split):
                 if not self.download:
                     raise self._missing_error(split)
                 self._download(split)
+            if self.attributes:
+                self.split_attributes(split, self.load_split(split)["image"])
+
+    # ---------------------------------------------------------------- attribute cache
+    def _cache_folder(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        if os.access(self.root, os.W_OK):
+            return self.root
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genvae"
+
+    def attribute_cache_path(self, split: Split, images: torch.Tensor) -> Path:
+        """Cache file of a split, keyed by a hash of its images and the attribute code version."""
+        digest = hashlib.sha1(images.numpy().tobytes())
+        digest.update(ALGORITHM_VERSION.encode())
+        return self._cache_folder() / f"{self.dataset}-{split}.morpho-{digest.hexdigest()[:16]}.pt"
+
+    def split_attributes(self, split: Split, images: torch.Tensor) -> torch.Tensor:
+        """Attributes ``[N, 6]`` of a raw split: read from the cache, or computed and cached atomically."""
+        path = self.attribute_cache_path(split, images)
+        if path.is_file():
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=True)
+                values = cached["attributes"]
+                if cached["version"] == ALGORITHM_VERSION and values.shape == (
+                    len(images),
+                    len(ATTRIBUTE_NAMES),
+                ):
+                    return values
+            except Exception as err:  # a corrupt or foreign file: recompute below
+                rank_zero_warn(f"{path}: unreadable attribute cache ({err}); recomputing")
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        rank_zero_info(f"{self.dataset} {split}: computing Morpho-MNIST attributes of {len(images)} images")
+        values = morpho_attributes(images.to(device)).cpu()
+        buffer = io.BytesIO()
+        torch.save(
+            {"version": ALGORITHM_VERSION, "names": list(ATTRIBUTE_NAMES), "attributes": values}, buffer
+        )
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as err:
+            raise ConfigError(
+                f"{path}: cannot write the attribute cache ({err}); set data.init_args.cache_dir"
+            ) from None
+        return values
 
     # ---------------------------------------------------------------- tensors
     def load_split(self, split: Split) -> dict[str, torch.Tensor]:
@@ -135,10 +195,15 @@ class MNISTDataModule(L.LightningDataModule):
         image_path, label_path = (self.find_file(stem) for stem in _FILE_STEMS[split])
         images, labels = read_idx(image_path), read_idx(label_path)
         if images.dtype != torch.uint8 or images.shape[1:] != self.image_shape[1:]:
-            raise ConfigError(f"{image_path}: expected uint8 images of shape [N, 28, 28], got {list(images.shape)}")
+            raise ConfigError(
+                f"{image_path}: expected uint8 images of shape [N, 28, 28], got {list(images.shape)}"
+            )
         if labels.shape != images.shape[:1]:
             raise ConfigError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
-        return {"image": images.unsqueeze(1).contiguous(), "label": labels.long()}
+        tensors = {"image": images.unsqueeze(1).contiguous(), "label": labels.long()}
+        if self.attributes:
+            tensors["attributes"] = self.split_attributes(split, images)
+        return tensors
 
     def _split_train_val(self, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         n = len(tensors["label"])
