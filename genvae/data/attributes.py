@@ -170,25 +170,34 @@ def _interp(q: float, xp: Tensor) -> Tensor:
 
 
 def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Slant, width and height (at hires scale) from the moments of greyscale images ``[B, H, W]``."""
+    """Slant, width and height (at hires scale) from the moments of greyscale images ``[B, H, W]``.
+
+    ``hires`` holds integers 0..255, so the float32 sums below are exact; the moments are float64.
+    """
     b, h, w = hires.shape
-    img = hires.double()
-    x = torch.arange(w, dtype=img.dtype, device=img.device)
-    y = torch.arange(h, dtype=img.dtype, device=img.device)
-    col_mass, row_mass = img.sum(1), img.sum(2)  # [B, W], [B, H]
+    device = hires.device
+    x32 = torch.arange(w, dtype=torch.float32, device=device)
+    x = x32.double()
+    y = torch.arange(h, dtype=torch.float64, device=device)
+    row_mass = hires.sum(2).double()  # [B, H]
+    col_mass = hires.sum(1).double()  # [B, W]
+    row_x = (hires @ x32).double()  # [B, H]: sum over x of x * img
     m00 = row_mass.sum(1).clamp_min(1e-12)  # blank images: NaN-masked by the caller
     mx, my = (col_mass @ x) / m00, (row_mass @ y) / m00
     mu02 = (row_mass @ y.square()) / m00 - my.square()
-    mu11 = torch.einsum("bij,i,j->b", img, y, x) / m00 - mx * my
+    mu11 = (row_x @ y) / m00 - mx * my
     shear = torch.nan_to_num(mu11 / mu02, nan=0.0, posinf=0.0, neginf=0.0)
     slant = torch.atan(-shear)
 
-    # horizontal: mass with x + 0.5 < t + shear * (y - y_mid), for t = 0 .. W-1
-    u = x.view(1, 1, w) + 0.5 - shear.view(b, 1, 1) * (y.view(1, h, 1) - my.view(b, 1, 1))
-    first_t = (torch.floor(u) + 1).clamp_(0, w).long()
-    hist = torch.zeros(b, w + 1, dtype=img.dtype, device=img.device)
-    hist.scatter_add_(1, first_t.flatten(1), img.flatten(1))
-    hcdf = hist.cumsum(1)[:, :w] / m00.unsqueeze(1)
+    # horizontal cdf at t: mass with x + 0.5 < t + shear * (y - y_mid), i.e. x <= t - k_y where
+    # k_y = floor(0.5 - shear * (y - y_mid)) + 1 is an integer shift per row
+    k = (torch.floor(0.5 - shear.unsqueeze(1) * (y - my.unsqueeze(1))) + 1).long()  # [B, H]
+    row_cdf = hires.cumsum(2)  # [B, H, W], inclusive; padded: W zeros left, W row totals right
+    padded = torch.cat([torch.zeros_like(row_cdf), row_cdf, row_cdf[:, :, -1:].expand(b, h, w)], 2)
+    windows = padded.unfold(2, w, 1)  # [B, H, 2W + 1, W]: window s holds padded[s : s + W]
+    start = (w - k).clamp(0, 2 * w).view(b, h, 1, 1).expand(b, h, 1, w)
+    gathered = windows.gather(2, start).squeeze(2)  # [B, H, W]: row_cdf[t - k_y], 0 left, total right
+    hcdf = gathered.sum(1).double() / m00.unsqueeze(1)
     vcdf = torch.cat([torch.zeros_like(row_mass[:, :1]), row_mass.cumsum(1)[:, :-1]], 1) / m00.unsqueeze(1)
     half = BOUND_FRACTION / 2
     width = _interp(1 - half, hcdf) - _interp(half, hcdf)
@@ -196,18 +205,20 @@ def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return slant, width, height
 
 
-def _row_distance(padded: Tensor, fg: Tensor) -> Tensor:
-    """Distance along its row from each foreground pixel (flat index ``fg``) to the nearest background."""
-    dist = torch.zeros(len(fg), dtype=torch.int32, device=fg.device)
-    active = torch.arange(len(fg), device=fg.device)
-    step = 1
-    while len(active):
-        p = fg[active]
-        hit = (padded[p - step] == 0) | (padded[p + step] == 0)
-        dist[active[hit]] = step
-        active = active[~hit]
-        step += 1
-    return dist
+def _row_distance(fg: Tensor) -> Tensor:
+    """Distance along its row from each foreground pixel to the nearest background pixel.
+
+    ``fg`` are the sorted flat indices of foreground pixels of zero-bordered images, so a horizontal run of
+    foreground pixels is a run of consecutive indices and never wraps to the next row.
+    """
+    n = len(fg)
+    starts = torch.ones(n, dtype=torch.bool, device=fg.device)
+    starts[1:] = fg[1:] != fg[:-1] + 1
+    run = torch.cumsum(starts, 0) - 1
+    start_pos = torch.nonzero(starts).squeeze(1)
+    run_length = torch.diff(start_pos, append=torch.tensor([n], device=fg.device))
+    position = torch.arange(n, device=fg.device) - start_pos[run]
+    return torch.minimum(position + 1, run_length[run] - position).to(torch.int32)
 
 
 def _squared_distance(padded: Tensor, fg: Tensor, row_dist: Tensor, row_stride: int) -> Tensor:
@@ -229,12 +240,17 @@ def _squared_distance(padded: Tensor, fg: Tensor, row_dist: Tensor, row_stride: 
 
 def _medial_axis(padded: Tensor, fg: Tensor, d2: Tensor, row_stride: int) -> Tensor:
     """Remove non-skeleton pixels from ``padded`` (flat uint8, in place); returns the skeleton indices."""
-    device = fg.device
-    offsets = torch.tensor([dr * row_stride + dc for dr, dc in _OFFSETS], device=device)
-    bits = (2 ** torch.arange(9, device=device)).to(torch.int32)
-    keep_table = _keep_table().to(device)
-    neighbours = padded[fg.unsqueeze(1) + offsets].to(torch.int32)  # [N, 9] on the original image
-    cornerness = 9 - neighbours.sum(1)
+    offsets = [dr * row_stride + dc for dr, dc in _OFFSETS]
+    keep_table = _keep_table().to(fg.device)
+
+    def neighbourhood_code(pixels: Tensor) -> Tensor:
+        code = torch.zeros(len(pixels), dtype=torch.int32, device=pixels.device)
+        for bit, offset in enumerate(offsets):
+            code |= padded[pixels + offset].to(torch.int32) << bit
+        return code
+
+    foreground_neighbours = torch.stack([padded[fg + off] for off in offsets]).sum(0, dtype=torch.int32)
+    cornerness = 9 - foreground_neighbours  # on the original image
     row, col = (fg // row_stride), (fg % row_stride)
     parity = (row % 2) * 2 + (col % 2)
     key = (d2 * 10 + cornerness) * 4 + parity
@@ -245,8 +261,7 @@ def _medial_axis(padded: Tensor, fg: Tensor, d2: Tensor, row_stride: int) -> Ten
     for count in counts.tolist():
         group = fg_sorted[start : start + count]
         start += count
-        code = (padded[group.unsqueeze(1) + offsets].to(torch.int32) * bits).sum(1)
-        padded[group[~keep_table[code]]] = 0
+        padded[group[~keep_table[neighbourhood_code(group)]]] = 0
     return fg[padded[fg] == 1]
 
 
@@ -283,7 +298,7 @@ def morpho_attributes(
     padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).to(torch.uint8).flatten()
     row_stride, image_stride = w + 2, (h + 2) * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
-    d2 = _squared_distance(padded, fg, _row_distance(padded, fg), row_stride)
+    d2 = _squared_distance(padded, fg, _row_distance(fg), row_stride)
     distance = torch.zeros(padded.numel(), dtype=torch.float32, device=fg.device)
     distance[fg] = d2.float().sqrt()
     skeleton = _medial_axis(padded, fg, d2, row_stride)
