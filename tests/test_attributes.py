@@ -74,11 +74,16 @@ def _blobs(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(binary)
 
 
-def test_distance_transform_is_exact() -> None:
-    binary = _blobs(6, 1)
+def _flat_distances(binary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-bordered flat image, its foreground indices and their squared distances (row stride 42)."""
     padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).to(torch.uint8).flatten()
     fg = torch.nonzero(padded).squeeze(1)
-    d2 = _squared_distance(padded, fg, _row_distance(fg), 42)
+    return padded, fg, _squared_distance(padded, fg, _row_distance(fg), 42)
+
+
+def test_distance_transform_is_exact() -> None:
+    binary = _blobs(6, 1)
+    padded, fg, d2 = _flat_distances(binary)
     ours = torch.zeros(padded.numel(), dtype=torch.float64)
     ours[fg] = d2.double().sqrt()
     expected = np.stack([ndimage.distance_transform_edt(b) for b in binary.numpy()])
@@ -90,9 +95,7 @@ def test_skeleton_keeps_topology_and_length_tracks_scikit_image() -> None:
     from genvae.data.attributes import _medial_axis
 
     binary = _blobs(8, 2)
-    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).to(torch.uint8).flatten()
-    fg = torch.nonzero(padded).squeeze(1)
-    d2 = _squared_distance(padded, fg, _row_distance(fg), 42)
+    padded, fg, d2 = _flat_distances(binary)
     _medial_axis(padded, fg, d2, 42)
     skeleton = padded.view(8, 42, 42)[:, 1:-1, 1:-1].bool().numpy()
     eight = np.ones((3, 3))

@@ -85,6 +85,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.image_shape: tuple[int, int, int] = (1, 28, 28)
         self.num_classes = 10
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
+        self._raw_splits: dict[Split, dict[str, torch.Tensor]] = {}  # prepare_data and setup share reads
 
     # ---------------------------------------------------------------- files
     def _search_dirs(self) -> list[Path]:
@@ -141,8 +142,7 @@ class MNISTDataModule(L.LightningDataModule):
                 if not self.download:
                     raise self._missing_error(split)
                 self._download(split)
-            if self.attributes:
-                self.split_attributes(split, self.load_split(split)["image"])
+            self.load_split(split)  # reads the files and builds the attribute cache
 
     # ---------------------------------------------------------------- attribute cache
     def _cache_folder(self) -> Path:
@@ -189,7 +189,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- tensors
     def load_split(self, split: Split) -> dict[str, torch.Tensor]:
-        """Images ``[N, 1, 28, 28]`` uint8 and labels ``[N]`` int64 of a raw split, validated."""
+        """Images ``[N, 1, 28, 28]`` uint8, labels ``[N]`` int64 (and attributes) of a raw split, validated."""
+        if split in self._raw_splits:
+            return self._raw_splits[split]
         if not self._has_split(split):
             raise self._missing_error(split)
         image_path, label_path = (self.find_file(stem) for stem in _FILE_STEMS[split])
@@ -203,6 +205,7 @@ class MNISTDataModule(L.LightningDataModule):
         tensors = {"image": images.unsqueeze(1).contiguous(), "label": labels.long()}
         if self.attributes:
             tensors["attributes"] = self.split_attributes(split, images)
+        self._raw_splits[split] = tensors
         return tensors
 
     def _split_train_val(self, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -230,6 +233,7 @@ class MNISTDataModule(L.LightningDataModule):
             train, val = self._split_train_val(self.load_split("test"))
             test = val
         self.splits = {"train": train, "val": val, "test": test}
+        self._raw_splits.clear()  # the splits above hold what is needed
         self._move_to_device()
         sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in self.splits.items())
         rank_zero_info(f"{self.dataset} ({source} source): {sizes}")
