@@ -239,7 +239,7 @@ def _squared_distance(padded: Tensor, fg: Tensor, row_dist: Tensor, row_stride: 
 
 
 def _medial_axis(padded: Tensor, fg: Tensor, d2: Tensor, row_stride: int) -> Tensor:
-    """Remove non-skeleton pixels from ``padded`` (flat uint8, in place); returns the skeleton indices."""
+    """Remove non-skeleton pixels from ``padded`` (flat uint8, in place); returns which of ``fg`` remain."""
     offsets = [dr * row_stride + dc for dr, dc in _OFFSETS]
     keep_table = _keep_table().to(fg.device)
 
@@ -262,7 +262,7 @@ def _medial_axis(padded: Tensor, fg: Tensor, d2: Tensor, row_stride: int) -> Ten
         group = fg_sorted[start : start + count]
         start += count
         padded[group[~keep_table[neighbourhood_code(group)]]] = 0
-    return fg[padded[fg] == 1]
+    return padded[fg] == 1
 
 
 def morpho_attributes(
@@ -299,16 +299,16 @@ def morpho_attributes(
     row_stride, image_stride = w + 2, (h + 2) * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
     d2 = _squared_distance(padded, fg, _row_distance(fg), row_stride)
-    distance = torch.zeros(padded.numel(), dtype=torch.float32, device=fg.device)
-    distance[fg] = d2.float().sqrt()
-    skeleton = _medial_axis(padded, fg, d2, row_stride)
+    on_skeleton = _medial_axis(padded, fg, d2, row_stride)
+    skeleton = fg[on_skeleton]
 
     image_of = skeleton // image_stride
     sqrt2 = math.sqrt(2.0)
     pair_weights = ((1, 1.0), (row_stride - 1, sqrt2), (row_stride, 1.0), (row_stride + 1, sqrt2))
     links = sum(padded[skeleton + off].float() * wgt for off, wgt in pair_weights)
     length = torch.zeros(b, device=fg.device).index_add_(0, image_of, links)
-    thick_sum = torch.zeros(b, device=fg.device).index_add_(0, image_of, distance[skeleton])
+    skeleton_distance = d2[on_skeleton].float().sqrt()
+    thick_sum = torch.zeros(b, device=fg.device).index_add_(0, image_of, skeleton_distance)
     skel_count = torch.bincount(image_of, minlength=b).float()
     thickness = 2.0 * thick_sum / skel_count
 
