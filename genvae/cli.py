@@ -13,7 +13,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from genvae.callbacks import EpochSummary
 from genvae.errors import ConfigError
-from genvae.models import GenerativeModel
 
 
 class GenVAECLI(LightningCLI):
@@ -27,7 +26,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``genvae`` console script (``args`` = command line without the program name)."""
     try:
         GenVAECLI(
-            GenerativeModel,
+            L.LightningModule,
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -32,8 +32,45 @@ def test_every_experiment_is_collected() -> None:
     assert {"ae", "vae", "smoke"} <= names
 
 
+# Experiments that start from another experiment's checkpoint:
+# config stem -> (stem of the config that makes the checkpoint, CLI key that takes its path).
+NEEDS_CHECKPOINT: dict[str, tuple[str, str]] = {}
+
+
+def checkpoint_of(stem: str, data_root: Path, tmp_path: Path) -> Path:
+    """Train experiments/<stem>.yaml for one step on CPU and return its last.ckpt."""
+    dirpath = tmp_path / f"{stem}-ckpt"
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "experiments" / f"{stem}.yaml"),
+            "--trainer.max_steps",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks+=ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(dirpath),
+            "--trainer.callbacks.save_last",
+            "true",
+            *data_args(data_root),
+        ],
+        tmp_path / f"{stem}-run",
+    )
+    return dirpath / "last.ckpt"
+
+
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_fast_dev_run_on_cpu(config: Path, tiny_mnist: Path, tmp_path: Path) -> None:
+    extra: list[str] = []
+    if config.stem in NEEDS_CHECKPOINT:
+        source, key = NEEDS_CHECKPOINT[config.stem]
+        extra = [key, str(checkpoint_of(source, tiny_mnist, tmp_path))]
     run_cli(
         [
             "fit",
@@ -44,6 +81,7 @@ def test_experiment_fast_dev_run_on_cpu(config: Path, tiny_mnist: Path, tmp_path
             "--trainer.accelerator",
             "cpu",
             *data_args(tiny_mnist),
+            *extra,
         ],
         tmp_path,
     )
