@@ -68,7 +68,9 @@ def _write_png_atomically(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def log_image(trainer: L.Trainer, key: str, image: Tensor | np.ndarray, caption: str | None = None) -> Path | None:
+def log_image(
+    trainer: L.Trainer, key: str, image: Tensor | np.ndarray, caption: str | None = None
+) -> Path | None:
     """Log ``image`` under ``key`` to every image-capable logger; return the PNG path when one was written.
 
     Only global rank 0 logs. Images go to W&B (``log_image``) and TensorBoard (``add_image``) loggers;
