@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.backbones import build_backbone
+from genvae.metrics.disentanglement import reconstruction_accuracy
+from genvae.metrics.evaluation import EvaluationCollector
 
 Batch = dict[str, Tensor]
 
@@ -87,6 +89,44 @@ class GenerativeModel(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._shared_step(batch, "test")
+        self._collect_test_outputs(batch)
+
+    # ----------------------------------------------------------- test-time evaluation
+    def on_test_epoch_start(self) -> None:
+        self._test_collector = EvaluationCollector()
+
+    @torch.no_grad()
+    def _collect_test_outputs(self, batch: Batch) -> None:
+        """Keep what the test metrics need: latents, attributes, labels and per-image reconstruction accuracy."""
+        x = batch["image"]
+        z = self.encode(x)
+        outputs = {
+            "latent": z.flatten(1).float(),
+            "recon_accuracy": reconstruction_accuracy(self.decode(z).float(), x.float()),
+        }
+        outputs.update({key: batch[key] for key in ("label", "index") if key in batch})
+        if "attributes" in batch:
+            outputs["attributes"] = batch["attributes"].float()
+        self._test_collector.update(**outputs)
+
+    def on_test_epoch_end(self) -> None:
+        """Gather every rank's test outputs, compute the metrics once and log them as ``test/<name>``.
+
+        The results stay on the module as ``test_results`` (``{"test/<name>": float}``) and the gathered
+        per-example tensors as ``test_outputs`` (keys ``latent``, ``recon_accuracy``, ``label``, ``index``
+        and ``attributes`` when the data has them), for callbacks that run after the test epoch.
+        """
+        collector = getattr(self, "_test_collector", None)
+        if collector is None or not collector.parts:
+            return
+        self.test_outputs = collector.gather(self)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        names = getattr(datamodule, "attribute_names", None)
+        results = EvaluationCollector.compute(self.test_outputs, names)
+        self.test_results = {f"test/{name}": value for name, value in results.items()}
+        for name, value in self.test_results.items():
+            self.log(name, value, sync_dist=False)
+        self._test_collector = EvaluationCollector()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         z = self.encode(batch["image"])

@@ -1,0 +1,209 @@
+"""Latent traversals: decode a sweep of one latent dim at a time, and measure what changes.
+
+Around a centre latent (the mean of the test latents after ``test``, the prior's 0 otherwise) each
+traversed dim ``d`` is moved from ``-span`` to ``+span`` standard deviations (the test latents' std of
+``d``, or the prior's 1) with the other dims held. The grid image has one column per dim and one row per
+step. When the data has Morpho-MNIST attributes, the attribute tied to each dim (the AR-VAE's regularized
+attribute, or after ``test`` the attribute whose interpretability picked the dim) is measured with
+:func:`~genvae.data.attributes.morpho_attributes` on the decoded images of a finer sweep, averaged over
+sweeps from several test latents, and plotted: for a well-trained AR-VAE each curve rises monotonically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from genvae.callbacks.images import figure_to_array, log_image
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.errors import ConfigError
+
+__all__ = [
+    "LatentTraversal",
+    "attribute_curves",
+    "attribute_pairs",
+    "base_latents",
+    "traversal_axis",
+    "traverse",
+]
+
+
+def traversal_axis(module: L.LightningModule) -> tuple[Tensor, Tensor]:
+    """Centre ``[D]`` and per-dim scale ``[D]``: the test latents' mean and std, else the prior's 0 and 1."""
+    outputs = getattr(module, "test_outputs", None) or {}
+    latents = outputs.get("latent")
+    if latents is not None and len(latents) > 1 and latents.shape[1] == module.latent_dim:
+        latents = latents.float().to(module.device)
+        return latents.mean(0), latents.std(0).clamp(min=1e-6)
+    zeros = torch.zeros(module.latent_dim, device=module.device)
+    return zeros, torch.ones_like(zeros)
+
+
+def attribute_pairs(module: L.LightningModule) -> list[tuple[int, str]]:
+    """(latent dim, attribute name) pairs to measure: the AR-VAE's, else the tested interpretability picks."""
+    dims = getattr(module, "regularized_dims", None)
+    names = getattr(module, "regularized_attributes", None)
+    if dims is not None and names is not None:
+        return list(zip(dims, names, strict=True))
+    results = getattr(module, "test_results", None) or {}
+    prefix = "test/interpretability_dim/"
+    return [(int(v), k[len(prefix) :]) for k, v in results.items() if k.startswith(prefix)]
+
+
+def base_latents(module: L.LightningModule, count: int) -> Tensor:
+    """Up to ``count`` test latents ``[K, D]`` (the first by example index) to sweep from, else the centre."""
+    latents = (getattr(module, "test_outputs", None) or {}).get("latent")
+    if latents is not None and len(latents) and latents.shape[1] == module.latent_dim and count > 0:
+        return latents[:count].float().to(module.device)
+    return traversal_axis(module)[0].unsqueeze(0)
+
+
+@torch.no_grad()
+def traverse(
+    module: L.LightningModule, dims: Sequence[int], offsets: Tensor, bases: Tensor | None = None
+) -> Tensor:
+    """Decoded images ``[len(offsets), len(dims), K, C, H, W]`` of the traversals from ``bases [K, D]``.
+
+    Image ``[i, j, k]`` is ``bases[k]`` with dim ``dims[j]`` set to ``centre + offsets[i] * std`` of that
+    dim (:func:`traversal_axis`); ``bases`` defaults to the centre itself (K = 1).
+    """
+    center, scale = traversal_axis(module)
+    bases = center.unsqueeze(0) if bases is None else bases.to(center.device, center.dtype)
+    offsets = offsets.to(center.device, center.dtype)
+    dims_t = torch.as_tensor(list(dims), device=center.device, dtype=torch.long)
+    z = bases.repeat(len(offsets), len(dims_t), 1, 1)  # [steps, dims, K, D]
+    columns = torch.arange(len(dims_t), device=center.device)
+    values = center[dims_t] + offsets.unsqueeze(1) * scale[dims_t]  # [steps, dims]
+    # the two index tensors are apart, so the indexed view is [dims, steps, K]
+    z[:, columns, :, dims_t] = values.T.unsqueeze(-1)
+    was_training = module.training
+    module.eval()
+    try:
+        images = module.decode(z.flatten(0, 2))
+    finally:
+        module.train(was_training)
+    return images.view(*z.shape[:3], *images.shape[1:])
+
+
+def attribute_curves(
+    module: L.LightningModule,
+    pairs: Sequence[tuple[int, str]],
+    steps: int = 25,
+    span: float = 3.0,
+    num_bases: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Offsets ``[steps]`` (in std) and the measured attribute ``[len(pairs), steps]`` along each traversal.
+
+    Pair ``(d, name)``: dim ``d`` of each of ``num_bases`` test latents (:func:`base_latents`) is swept
+    from ``-span`` to ``+span`` std around the centre, attribute ``name`` (one of :data:`ATTRIBUTE_NAMES`,
+    physical units) is measured on every decoded image and averaged over the bases (blank images, whose
+    attributes are NaN, left out).
+    """
+    unknown = [name for _, name in pairs if name not in ATTRIBUTE_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"LatentTraversal: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
+        )
+    offsets = torch.linspace(-span, span, steps)
+    if not pairs:
+        return offsets, torch.zeros(0, steps)
+    images = traverse(module, [d for d, _ in pairs], offsets, base_latents(module, num_bases))
+    shape = images.shape[:3]  # [steps, P, K]
+    measured = morpho_attributes(images.flatten(0, 2).float()).view(*shape, -1).cpu()
+    columns = torch.tensor([ATTRIBUTE_NAMES.index(name) for _, name in pairs])
+    chosen = measured[:, torch.arange(len(pairs)), :, columns]  # [P, steps, K]
+    return offsets, chosen.nanmean(dim=-1)
+
+
+def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, str]]) -> object:
+    """One panel per (dim, attribute) pair: the measured attribute against the offset in std."""
+    from matplotlib.figure import Figure
+
+    cols = min(3, len(pairs))
+    rows = -(-len(pairs) // cols)
+    figure = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    axes = figure.subplots(rows, cols, squeeze=False)
+    for ax, (dim, name), curve in zip(axes.flat, pairs, values, strict=False):
+        ax.plot(offsets.numpy(), curve.numpy(), marker="o", markersize=3)
+        ax.set_title(f"z{dim}: {name}", fontsize=10)
+        ax.set_xlabel("offset (std)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+class LatentTraversal(L.Callback):
+    """Log a latent traversal grid (and measured attribute curves) at the end of ``fit`` and ``test``.
+
+    Images go through :func:`~genvae.callbacks.images.log_image` as ``<stage>/traversal/grid`` and
+    ``<stage>/traversal/attributes`` with ``stage`` ``fit`` or ``test``. Needs a model with a flat latent
+    (``latent_dim``) and ``decode``.
+
+    Args:
+        dims: latent dims to traverse (default: the AR-VAE's regularized dims, else every dim).
+        steps: rows of the grid, evenly spaced from ``-span`` to ``+span`` std.
+        span: extent of the sweep in standard deviations.
+        curve_steps: points of the finer sweep on which attributes are measured.
+        num_bases: test latents whose sweeps are measured and averaged (the centre alone before ``test``).
+    """
+
+    def __init__(
+        self,
+        dims: list[int] | None = None,
+        steps: int = 7,
+        span: float = 3.0,
+        curve_steps: int = 13,
+        num_bases: int = 16,
+    ) -> None:
+        if steps < 2 or curve_steps < 2 or span <= 0 or num_bases < 1:
+            raise ConfigError(
+                "LatentTraversal: steps and curve_steps must be >= 2, span > 0 and num_bases >= 1"
+            )
+        self.num_bases = num_bases
+        self.dims = None if dims is None else [int(d) for d in dims]
+        self.steps = steps
+        self.span = span
+        self.curve_steps = curve_steps
+
+    def traversed_dims(self, module: L.LightningModule) -> list[int]:
+        if self.dims is not None:
+            bad = [d for d in self.dims if not 0 <= d < module.latent_dim]
+            if bad:
+                raise ConfigError(f"LatentTraversal.dims: {bad} outside [0, latent_dim={module.latent_dim})")
+            return self.dims
+        regularized = getattr(module, "regularized_dims", None)
+        return list(regularized) if regularized is not None else list(range(module.latent_dim))
+
+    def log_traversal(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        if not isinstance(getattr(module, "latent_dim", None), int) or not hasattr(module, "decode"):
+            rank_zero_warn(
+                f"LatentTraversal: {type(module).__name__} has no flat latent; no traversal logged"
+            )
+            return
+        offsets = torch.linspace(-self.span, self.span, self.steps)
+        images = traverse(module, self.traversed_dims(module), offsets)[:, :, 0]  # from the centre
+        cols = images.shape[1]
+        grid = make_grid(images.flatten(0, 1).float().cpu(), nrow=cols, padding=2, pad_value=1.0)
+        log_image(trainer, f"{stage}/traversal/grid", grid)
+        datamodule = getattr(trainer, "datamodule", None)
+        pairs = attribute_pairs(module)
+        if not getattr(datamodule, "attributes", False) or not pairs:
+            return
+        curve_offsets, values = attribute_curves(module, pairs, self.curve_steps, self.span, self.num_bases)
+        figure = _curve_figure(curve_offsets, values, pairs)
+        log_image(trainer, f"{stage}/traversal/attributes", figure_to_array(figure))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_traversal(trainer, pl_module, "fit")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_traversal(trainer, pl_module, "test")
