@@ -13,6 +13,7 @@ from scipy import ndimage
 from genvae.data import MNISTDataModule
 from genvae.data.attributes import (
     ATTRIBUTE_NAMES,
+    _ring_neighbours,
     _row_distance,
     _squared_distance,
     morpho_attributes,
@@ -74,16 +75,20 @@ def _blobs(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(binary)
 
 
-def _flat_distances(binary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Zero-bordered flat image, its foreground indices and their squared distances (row stride 42)."""
-    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).to(torch.uint8).flatten()
+def _flat_distances(binary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-bordered flat image, its foreground indices, their 8-neighbour indices and squared distances.
+
+    The row stride of the flat image is 42.
+    """
+    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).flatten()
     fg = torch.nonzero(padded).squeeze(1)
-    return padded, fg, _squared_distance(padded, fg, _row_distance(fg), 42)
+    neighbours = _ring_neighbours(padded, fg, 42)
+    return padded, fg, neighbours, _squared_distance(_row_distance(fg), neighbours)
 
 
 def test_distance_transform_is_exact() -> None:
     binary = _blobs(6, 1)
-    padded, fg, d2 = _flat_distances(binary)
+    padded, fg, _, d2 = _flat_distances(binary)
     ours = torch.zeros(padded.numel(), dtype=torch.float64)
     ours[fg] = d2.double().sqrt()
     expected = np.stack([ndimage.distance_transform_edt(b) for b in binary.numpy()])
@@ -95,9 +100,10 @@ def test_skeleton_keeps_topology_and_length_tracks_scikit_image() -> None:
     from genvae.data.attributes import _medial_axis
 
     binary = _blobs(8, 2)
-    padded, fg, d2 = _flat_distances(binary)
-    _medial_axis(padded, fg, d2, 42)
-    skeleton = padded.view(8, 42, 42)[:, 1:-1, 1:-1].bool().numpy()
+    padded, fg, neighbours, d2 = _flat_distances(binary)
+    on_axis = torch.zeros(padded.numel(), dtype=torch.bool)
+    on_axis[fg[_medial_axis(fg, d2, neighbours, 42)]] = True
+    skeleton = on_axis.view(8, 42, 42)[:, 1:-1, 1:-1].numpy()
     eight = np.ones((3, 3))
     for shape, skel in zip(binary.numpy(), skeleton, strict=True):
         assert not (skel & ~shape).any()  # subset of the shape

@@ -38,9 +38,13 @@ ALGORITHM_VERSION = "morpho-torch-1"  # part of the attribute cache key; bump wh
 Interpolation = Literal["catmull_rom", "bspline"]
 SCALE = 4
 BOUND_FRACTION = 0.02  # width/height between the 1% and 99% quantiles
+_BLUR_BLOCK = 16  # output rows per block of the banded blur (11 taps: 26 inputs each)
 
 # 3x3 neighbourhood offsets in row-major bit order: bit k of the pattern code is offset k
 _OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+_RING = [offset for offset in _OFFSETS if offset != (0, 0)]  # the 8 neighbours; bit k of a ring code
+_UP, _RIGHT, _DOWN = _RING.index((-1, 0)), _RING.index((0, 1)), _RING.index((1, 0))
+_REMOVED, _KEPT, _UNDECIDED = 0, 1, 2
 
 
 # ------------------------------------------------------------------ linear upscaling operators
@@ -106,18 +110,45 @@ def upscale_operators(size: int, scale: int, interpolation: Interpolation) -> tu
     return upscale, blur
 
 
+@functools.lru_cache(maxsize=8)
+def _blur_blocks(size: int, scale: int, block: int) -> tuple[tuple[int, int, int, int, Tensor], ...]:
+    """The banded blur operator cut into row blocks: ``(out_lo, out_hi, in_lo, in_hi, G[out, in])``."""
+    _, blur = upscale_operators(size, scale, "catmull_rom")
+    blocks = []
+    for lo in range(0, len(blur), block):
+        hi = min(lo + block, len(blur))
+        support = torch.nonzero(blur[lo:hi].abs().sum(0)).squeeze(1)
+        in_lo, in_hi = int(support[0]), int(support[-1]) + 1
+        blocks.append((lo, hi, in_lo, in_hi, blur[lo:hi, in_lo:in_hi].contiguous()))
+    return tuple(blocks)
+
+
 def upscale_images(
     images: Tensor, scale: int = SCALE, interpolation: Interpolation = "catmull_rom"
 ) -> Tensor:
-    """``floor(255 * blur(clip(cubic_upscale(x))))`` of images in [0, 1], ``[B, H, W] -> [B, sH, sW]``."""
-    up, blur = (
-        m.to(device=images.device, dtype=torch.float32)
-        for m in upscale_operators(images.shape[-1], scale, interpolation)
-    )
-    low = images.amin(dim=(1, 2), keepdim=True)
-    high = images.amax(dim=(1, 2), keepdim=True)
-    resized = torch.maximum(torch.minimum(up @ images @ up.T, high), low)
-    return torch.floor(255.0 * (blur @ resized @ blur.T) + 1e-4).clamp_(0, 255)
+    """``floor(255 * blur(clip(cubic_upscale(x))))`` of images in [0, 1], ``[B, H, W] -> [B, sH, sW]``.
+
+    Separable and batched over the images as a few large matrix products: the working layout is
+    ``[rows, images, columns]``, so the row operators multiply from the left (the banded blur one block of
+    output rows at a time) and the column operators from the right.
+    """
+    b, h, w = images.shape
+    if h != w:
+        raise ValueError(f"upscale_images expects square images, got {h}x{w}")
+    device, n = images.device, h * scale
+    up = upscale_operators(w, scale, interpolation)[0].to(device=device, dtype=torch.float32)
+    blur = upscale_operators(w, scale, interpolation)[1].to(device=device, dtype=torch.float32)
+    wide = images.transpose(0, 1).reshape(h * b, w) @ up.T  # [H * B, sW]
+    resized = (up @ wide.view(h, b * n)).view(n, b, n)  # [sH, B, sW]
+    low = images.amin(dim=(1, 2)).view(1, b, 1)
+    high = images.amax(dim=(1, 2)).view(1, b, 1)
+    resized = torch.clamp_(resized, low, high).view(n, b * n)
+    blurred = torch.empty_like(resized)
+    for lo, hi, in_lo, in_hi, g in _blur_blocks(w, scale, _BLUR_BLOCK):  # along rows
+        torch.mm(g.to(device=device, dtype=torch.float32), resized[in_lo:in_hi], out=blurred[lo:hi])
+    # along columns, times 255, + 1e-4 so that values that are integers up to rounding floor to them
+    scaled = torch.addmm(torch.full((1,), 1e-4, device=device), blurred.view(n * b, n), 255.0 * blur.T)
+    return torch.floor(scaled.view(n, b, n).transpose(0, 1), out=torch.empty(b, n, n, device=device))
 
 
 # ------------------------------------------------------------------ medial axis lookup tables
@@ -154,6 +185,35 @@ def _keep_table() -> Tensor:
         changes_topology = _count_components(pattern) != _count_components(without)
         keep[code] = changes_topology or bin(code).count("1") < 3
     return keep
+
+
+@functools.lru_cache(maxsize=1)
+def _fate_table() -> Tensor:
+    """int8 ``[256 * 256]``: fate of a pixel whose present neighbours are ``P`` plus a subset of ``U``.
+
+    Indexed by ``P * 256 + U`` (disjoint ring codes): removed (0) or kept (1) if the keep table says so
+    for every subset of the undecided neighbours ``U``, else undecided (2).
+    """
+    ring_to_code = torch.tensor([1 << (k if k < 4 else k + 1) for k in range(8)])
+    codes = torch.arange(256)
+    full_code = 16 + ((codes.unsqueeze(1) >> torch.arange(8)) & 1).mul(ring_to_code).sum(1)
+    keep = _keep_table()[full_code]  # by ring code of the present neighbours, centre present
+    any_keep = torch.zeros(256, 256, dtype=torch.bool)  # [P, U]
+    all_keep = torch.zeros(256, 256, dtype=torch.bool)
+    any_keep[:, 0] = all_keep[:, 0] = keep
+    for undecided in range(1, 256):
+        bit = undecided & -undecided  # subsets without this neighbour, and with it (present)
+        rest = undecided ^ bit
+        any_keep[:, undecided] = any_keep[:, rest] | any_keep[codes | bit, rest]
+        all_keep[:, undecided] = all_keep[:, rest] & all_keep[codes | bit, rest]
+    fate = torch.where(all_keep, _KEPT, torch.where(any_keep, _UNDECIDED, _REMOVED))
+    return fate.to(torch.int8).flatten()
+
+
+@functools.lru_cache(maxsize=1)
+def _popcount_table() -> Tensor:
+    """int64 ``[256]``: number of set bits of each byte."""
+    return ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).sum(1)
 
 
 # ------------------------------------------------------------------ measurement
@@ -205,6 +265,11 @@ def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return slant, width, height
 
 
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D ``values`` and an index of any shape (index_select: faster on CPU)."""
+    return values.index_select(0, index.flatten()).view(index.shape)
+
+
 def _row_distance(fg: Tensor) -> Tensor:
     """Distance along its row from each foreground pixel to the nearest background pixel.
 
@@ -214,55 +279,97 @@ def _row_distance(fg: Tensor) -> Tensor:
     n = len(fg)
     starts = torch.ones(n, dtype=torch.bool, device=fg.device)
     starts[1:] = fg[1:] != fg[:-1] + 1
-    run = torch.cumsum(starts, 0) - 1
-    start_pos = torch.nonzero(starts).squeeze(1)
-    run_length = torch.diff(start_pos, append=torch.tensor([n], device=fg.device))
-    position = torch.arange(n, device=fg.device) - start_pos[run]
-    return torch.minimum(position + 1, run_length[run] - position).to(torch.int32)
+    run = torch.cumsum(starts, 0, dtype=torch.int32) - 1
+    start_pos = torch.nonzero(starts).squeeze(1).to(torch.int32)
+    run_end = torch.cat([start_pos[1:], start_pos.new_full((1,), n)])
+    position = torch.arange(n, dtype=torch.int32, device=fg.device)
+    return torch.minimum(position - _take(start_pos, run) + 1, _take(run_end, run) - position)
 
 
-def _squared_distance(padded: Tensor, fg: Tensor, row_dist: Tensor, row_stride: int) -> Tensor:
-    """Exact squared Euclidean distance to the background: min over s of s^2 + g(row +- s)^2."""
-    g2 = torch.zeros(padded.numel(), dtype=torch.int32, device=fg.device)
-    g2[fg] = row_dist.square()
+def _ring_neighbours(padded: Tensor, fg: Tensor, row_stride: int) -> Tensor:
+    """``[N, 8]`` int32: index into ``fg`` of each 8-neighbour (order of :data:`_RING`), N if background."""
+    n = len(fg)
+    rank = torch.full((padded.numel(),), n, dtype=torch.int32, device=fg.device)
+    rank[fg] = torch.arange(n, dtype=torch.int32, device=fg.device)
+    neighbours = torch.empty(8, n, dtype=torch.int32, device=fg.device)
+    inner = fg - (row_stride + 1)  # fg is never on the zero border, so shifted views are enough
+    for k, (dr, dc) in enumerate(_RING):
+        offset = dr * row_stride + dc
+        torch.index_select(rank[row_stride + 1 + offset :], 0, inner, out=neighbours[k])
+    return neighbours.T.contiguous()
+
+
+def _squared_distance(row_dist: Tensor, neighbours: Tensor) -> Tensor:
+    """Exact squared Euclidean distance to the background: min over s of s^2 + g(row +- s)^2.
+
+    ``row_dist`` is g at the foreground pixels; the pixels s rows up and down are reached by following the
+    up and down neighbour pointers s times (index N stands for the background, where g = 0).
+    """
+    n = len(row_dist)
     best = row_dist.square()
+    zero, sentinel = best.new_zeros(1), neighbours.new_full((1,), n)
+    # pointers up index [0, n], pointers down [n + 1, 2n + 1] (shifted by n + 1); n and 2n + 1: background
+    g2 = torch.cat([best, zero, best, zero])
+    vertical = torch.cat([neighbours[:, _UP], sentinel, neighbours[:, _DOWN] + (n + 1), sentinel + (n + 1)])
     active = torch.nonzero(best > 1).squeeze(1)
+    pointers = torch.stack([active, active + (n + 1)]).to(torch.int32)  # [2, A]: s rows up and down
+    current = best.index_select(0, active)
     s = 1
     while len(active):
-        p = fg[active]
-        shift = s * row_stride
-        candidate = torch.minimum(g2[p - shift], g2[p + shift]) + s * s
-        best[active] = torch.minimum(best[active], candidate)
+        pointers = _take(vertical, pointers)
+        current = torch.minimum(current, _take(g2, pointers).amin(0) + s * s)
+        best.index_copy_(0, active, current)
         s += 1
-        active = active[best[active] > s * s]
+        going_on = torch.nonzero(current > s * s).squeeze(1)
+        active, current = active.index_select(0, going_on), current.index_select(0, going_on)
+        pointers = pointers.index_select(1, going_on)
     return best
 
 
-def _medial_axis(padded: Tensor, fg: Tensor, d2: Tensor, row_stride: int) -> Tensor:
-    """Remove non-skeleton pixels from ``padded`` (flat uint8, in place); returns which of ``fg`` remain."""
-    offsets = [dr * row_stride + dc for dr, dc in _OFFSETS]
-    keep_table = _keep_table().to(fg.device)
+def _pack_bytes(bytes_: Tensor) -> Tensor:
+    """``[N, 8]`` uint8 0/1 (or bool) -> ``[N]`` int64 codes with bit k = ``bytes_[:, k]``."""
+    code = bytes_.contiguous().view(torch.int64).squeeze(1)
+    code = code | (code >> 7)  # byte m holds bits m, m + 1
+    code = code | (code >> 14)  # ... bits m .. m + 3
+    code = code | (code >> 28)  # byte 0 holds all eight
+    return code & 0xFF
 
-    def neighbourhood_code(pixels: Tensor) -> Tensor:
-        code = torch.zeros(len(pixels), dtype=torch.int32, device=pixels.device)
-        for bit, offset in enumerate(offsets):
-            code |= padded[pixels + offset].to(torch.int32) << bit
-        return code
 
-    foreground_neighbours = torch.stack([padded[fg + off] for off in offsets]).sum(0, dtype=torch.int32)
-    cornerness = 9 - foreground_neighbours  # on the original image
-    row, col = (fg // row_stride), (fg % row_stride)
-    parity = (row % 2) * 2 + (col % 2)
-    key = (d2 * 10 + cornerness) * 4 + parity
-    order = torch.argsort(key)
-    fg_sorted = fg[order]
-    _, counts = torch.unique_consecutive(key[order], return_counts=True)
-    start = 0
-    for count in counts.tolist():
-        group = fg_sorted[start : start + count]
-        start += count
-        padded[group[~keep_table[neighbourhood_code(group)]]] = 0
-    return padded[fg] == 1
+_LOW_BITS = 0x0101010101010101  # bit 0 of each of 8 bytes
+
+
+def _medial_axis(fg: Tensor, d2: Tensor, neighbours: Tensor, row_stride: int) -> Tensor:
+    """Which foreground pixels are on the medial axis (bool ``[N]``).
+
+    The sequential algorithm visits pixels by ascending key (distance, cornerness, parity class) and keeps
+    a pixel iff the keep table says so for its neighbourhood at that moment: the neighbours with a larger
+    key (not yet visited, so present) and the smaller-key neighbours that were kept. So a pixel's fate is
+    decided once the fates of its smaller-key neighbours are known well enough: :func:`_fate_table` gives
+    it from the neighbours known to be present and those still undecided, and the undecided pixels are
+    re-examined until none is left. Every round decides at least the smallest undecided pixel of each
+    image, and in practice halves their number. The result is exactly that of the sequential algorithm.
+    """
+    n = len(fg)
+    foreground = _pack_bytes(neighbours < n)
+    cornerness = 8 - _take(_popcount_table().to(fg.device), foreground)  # background pixels in the 3x3
+    parity = (fg // row_stride % 2) * 2 + fg % 2  # row_stride is even: fg % 2 is the column parity
+    key = ((d2 * 10 + cornerness) * 4 + parity).to(torch.int32)  # distinct between 8-neighbours
+    neighbour_key = _take(torch.cat([key, key.new_full((1,), torch.iinfo(torch.int32).max)]), neighbours)
+    smaller = _pack_bytes(neighbour_key < key.unsqueeze(1))  # the background is never smaller
+    codes = (foreground ^ smaller) * 256 + smaller  # larger neighbours (present), smaller ones
+    table = _fate_table().to(fg.device)
+    fate = torch.cat([_take(table, codes), table.new_zeros(1)])  # fate[n]: the background
+    pending = torch.nonzero(fate == _UNDECIDED).squeeze(1)
+    while len(pending):
+        around = _take(fate, neighbours.index_select(0, pending)).view(torch.int64).squeeze(1)
+        code = codes.index_select(0, pending)
+        lower = code & 0xFF
+        known_kept = _pack_bytes((around & _LOW_BITS).view(torch.uint8).view(-1, 8)) & lower
+        unknown = _pack_bytes(((around >> 1) & _LOW_BITS).view(torch.uint8).view(-1, 8)) & lower
+        decided = _take(table, (code - lower) + known_kept * 256 + unknown)
+        fate.index_copy_(0, pending, decided)
+        pending = pending.index_select(0, torch.nonzero(decided == _UNDECIDED).squeeze(1))
+    return fate[:n] == _KEPT
 
 
 def morpho_attributes(
@@ -295,19 +402,21 @@ def morpho_attributes(
     binary = hires >= low + 0.5 * (high - low)
     area = binary.sum(dim=(1, 2)).float()
 
-    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).to(torch.uint8).flatten()
+    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).flatten()
     row_stride, image_stride = w + 2, (h + 2) * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
-    d2 = _squared_distance(padded, fg, _row_distance(fg), row_stride)
-    on_skeleton = _medial_axis(padded, fg, d2, row_stride)
-    skeleton = fg[on_skeleton]
+    neighbours = _ring_neighbours(padded, fg, row_stride)
+    d2 = _squared_distance(_row_distance(fg), neighbours)
+    on_skeleton = _medial_axis(fg, d2, neighbours, row_stride)
+    skeleton = torch.nonzero(on_skeleton).squeeze(1)
 
-    image_of = skeleton // image_stride
+    image_of = fg[skeleton] // image_stride
     sqrt2 = math.sqrt(2.0)
-    pair_weights = ((1, 1.0), (row_stride - 1, sqrt2), (row_stride, 1.0), (row_stride + 1, sqrt2))
-    links = sum(padded[skeleton + off].float() * wgt for off, wgt in pair_weights)
-    length = torch.zeros(b, device=fg.device).index_add_(0, image_of, links)
-    skeleton_distance = d2[on_skeleton].float().sqrt()
+    forward = [_RIGHT, _RING.index((1, -1)), _DOWN, _RING.index((1, 1))]  # each pair counted once
+    weights = torch.tensor([1.0, sqrt2, 1.0, sqrt2], device=fg.device)
+    linked = _take(torch.cat([on_skeleton, on_skeleton.new_zeros(1)]), neighbours[skeleton][:, forward])
+    length = torch.zeros(b, device=fg.device).index_add_(0, image_of, linked.float() @ weights)
+    skeleton_distance = d2[skeleton].float().sqrt()
     thick_sum = torch.zeros(b, device=fg.device).index_add_(0, image_of, skeleton_distance)
     skel_count = torch.bincount(image_of, minlength=b).float()
     thickness = 2.0 * thick_sum / skel_count
