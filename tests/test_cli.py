@@ -34,7 +34,9 @@ def test_every_experiment_is_collected() -> None:
 
 # Experiments that start from another experiment's checkpoint:
 # config stem -> (stem of the config that makes the checkpoint, CLI key that takes its path).
-NEEDS_CHECKPOINT: dict[str, tuple[str, str]] = {}
+NEEDS_CHECKPOINT: dict[str, tuple[str, str]] = {
+    "vqvae_prior": ("vqvae", "--model.init_args.vqvae_checkpoint"),
+}
 
 
 def checkpoint_of(stem: str, data_root: Path, tmp_path: Path) -> Path:

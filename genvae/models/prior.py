@@ -1,0 +1,189 @@
+"""Second stage of VQ-VAE: an autoregressive prior over the code grid of a trained, frozen VQ-VAE.
+
+The prior is a small causal transformer over the ``M * M`` code indices in raster order. Each batch of
+images is encoded to codes on the fly by the frozen VQ-VAE, so it trains on the same datamodule as the
+first stage. New digits are drawn code by code from the prior and decoded by the VQ-VAE.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from genvae.callbacks.images import log_image
+from genvae.errors import ConfigError
+from genvae.models.base import Batch
+from genvae.models.vqvae import VQVAE
+
+
+def load_vqvae(checkpoint: str | None) -> VQVAE:
+    """The VQ-VAE of a Lightning checkpoint, on CPU, frozen and in eval mode; a ConfigError when unusable."""
+    key = "model.init_args.vqvae_checkpoint"
+    if not checkpoint:
+        raise ConfigError(f"{key} is required: the path of a trained VQ-VAE checkpoint (.ckpt)")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"{key}: file {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, not a torch file, ...
+        raise ConfigError(f"{key}: cannot read {path} as a checkpoint ({err})") from None
+    weights = state.get("state_dict", {}) if isinstance(state, dict) else {}
+    if "quantizer.codebook" not in weights:
+        raise ConfigError(
+            f"{key}: {path} is not a VQ-VAE checkpoint (no quantizer.codebook in its state_dict)"
+        )
+    try:
+        vqvae = VQVAE.load_from_checkpoint(path, map_location="cpu")
+    except Exception as err:
+        raise ConfigError(f"{key}: cannot load {path} as genvae.models.VQVAE ({err})") from None
+    vqvae.requires_grad_(False)
+    return vqvae.eval()
+
+
+class VQPrior(L.LightningModule):
+    """Causal transformer prior p(c) = prod_i p(c_i | c_<i) over the codes of a frozen VQ-VAE.
+
+    Logged per epoch (and per step in training): ``loss`` = ``nll`` (nats per code) and ``bits_per_code``.
+    At the end of every validation epoch a grid of ``num_samples`` sampled digits is logged as
+    ``val/samples`` through :func:`genvae.callbacks.images.log_image`.
+
+    Args:
+        vqvae_checkpoint: path of the trained VQ-VAE Lightning checkpoint (loaded through :class:`VQVAE`).
+        image_shape: ``[C, H, W]`` linked from the datamodule; must match the VQ-VAE's.
+        d_model: transformer width.
+        num_layers: transformer layers.
+        num_heads: attention heads.
+        dropout: dropout in the transformer.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        num_samples: digits in the logged sample grid.
+        temperature: softmax temperature of sampling.
+    """
+
+    def __init__(
+        self,
+        vqvae_checkpoint: str | None = None,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        d_model: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        num_samples: int = 64,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vqvae = load_vqvae(vqvae_checkpoint)
+        if tuple(image_shape) != tuple(self.vqvae.image_shape):
+            raise ConfigError(
+                f"model.init_args.image_shape {tuple(image_shape)} differs from the VQ-VAE's "
+                f"{tuple(self.vqvae.image_shape)} ({vqvae_checkpoint})"
+            )
+        if d_model % num_heads:
+            raise ConfigError(f"model: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        if temperature <= 0 or num_samples < 1:
+            raise ConfigError("model: temperature must be > 0 and num_samples >= 1")
+        self.image_shape = tuple(image_shape)
+        self.grid_shape = self.vqvae.grid_shape
+        self.num_codes = self.vqvae.num_codes
+        self.sequence_length = math.prod(self.grid_shape)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.num_samples, self.temperature = num_samples, temperature
+
+        self.token_embedding = nn.Embedding(self.num_codes + 1, d_model)  # index num_codes = start token
+        self.position_embedding = nn.Parameter(torch.randn(self.sequence_length, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, 4 * d_model, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, self.num_codes)
+        mask = nn.Transformer.generate_square_subsequent_mask(self.sequence_length)
+        self.register_buffer("causal_mask", mask, persistent=False)
+
+    def train(self, mode: bool = True) -> VQPrior:
+        """Switch the prior's mode; the frozen VQ-VAE stays in eval mode (no batch-norm updates)."""
+        super().train(mode)
+        self.vqvae.eval()
+        return self
+
+    # ----------------------------------------------------------- model
+    def logits(self, codes: Tensor) -> Tensor:
+        """Logits ``[B, L, K]`` of each code given the codes before it, for a raster sequence ``[B, L]``."""
+        length = codes.shape[1]
+        start = torch.full_like(codes[:, :1], self.num_codes)
+        inputs = torch.cat([start, codes[:, :-1]], dim=1)
+        hidden = self.token_embedding(inputs) + self.position_embedding[:length]
+        hidden = self.transformer(hidden, mask=self.causal_mask[:length, :length], is_causal=True)
+        return self.head(self.norm(hidden)).float()
+
+    @torch.no_grad()
+    def encode_codes(self, images: Tensor) -> Tensor:
+        """Raster code sequence ``[B, M * M]`` of images, from the frozen VQ-VAE."""
+        return self.vqvae.encode_indices(images.float()).flatten(1)
+
+    def nll(self, codes: Tensor) -> Tensor:
+        """Mean negative log-likelihood in nats per code."""
+        logits = self.logits(codes)
+        return F.cross_entropy(logits.reshape(-1, self.num_codes), codes.reshape(-1))
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, temperature: float | None = None) -> Tensor:
+        """``n`` code grids ``[n, M, M]`` drawn from the prior, one code at a time."""
+        temperature = self.temperature if temperature is None else temperature
+        was_training = self.training
+        self.eval()
+        codes = torch.zeros(n, self.sequence_length, dtype=torch.long, device=self.device)
+        for i in range(self.sequence_length):
+            logits = self.logits(codes[:, : i + 1])[:, i] / temperature
+            codes[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+        self.train(was_training)
+        return codes.view(n, *self.grid_shape)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float | None = None) -> Tensor:
+        """``n`` new images ``[n, C, H, W]`` in [0, 1]: prior samples decoded by the VQ-VAE."""
+        return self.vqvae.decode_indices(self.sample_codes(n, temperature)).float()
+
+    # ----------------------------------------------------------- loop
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        nll = self.nll(self.encode_codes(batch["image"]))
+        training = stage == "train"
+        options = {
+            "on_epoch": True,
+            "on_step": training,
+            "sync_dist": not training,
+            "batch_size": len(batch["image"]),
+        }
+        self.log(f"{stage}/loss", nll.detach(), prog_bar=True, **options)
+        self.log(f"{stage}/bits_per_code", nll.detach() / math.log(2), **options)
+        return nll
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        samples = self.sample(self.num_samples)
+        grid = make_grid(samples.cpu(), nrow=math.ceil(math.sqrt(self.num_samples)), padding=2, pad_value=0.5)
+        log_image(self.trainer, "val/samples", grid[:1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,331 @@
+"""VQ-VAE: quantizer math against hand computations, codebook maintenance, the model, and the prior."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from genvae.data import MNISTDataModule
+from genvae.errors import ConfigError
+from genvae.models import VAE, VQVAE, VQPrior
+from genvae.models.quantizer import VectorQuantizer, code_usage, kmeans, perplexity
+
+from .conftest import REPO
+
+
+def grid(vectors: torch.Tensor) -> torch.Tensor:
+    """``[N, D]`` vectors as a ``[1, D, N]`` "image" grid, the layout the quantizer takes."""
+    return vectors.t().unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------- quantizer math
+@pytest.mark.parametrize("cosine", [False, True])
+def test_nearest_code_matches_brute_force(cosine: bool) -> None:
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(num_codes=32, code_dim=5, cosine=cosine).eval()
+    with torch.no_grad():
+        quantizer.codebook.normal_()
+    z = torch.randn(3, 5, 4, 6)
+    quantized, indices = quantizer.lookup(z)
+    vectors = z.permute(0, 2, 3, 1).reshape(-1, 5)
+    codes = quantizer.codebook.detach()
+    if cosine:
+        expected = (vectors @ codes.t() / vectors.norm(dim=1, keepdim=True) / codes.norm(dim=1)).argmax(1)
+        codes = codes / codes.norm(dim=1, keepdim=True)
+    else:
+        expected = torch.stack([(codes - v).pow(2).sum(1).argmin() for v in vectors])
+    assert indices.shape == (3, 4, 6)
+    assert torch.equal(indices.flatten(), expected)
+    assert torch.allclose(quantized.permute(0, 2, 3, 1).reshape(-1, 5), codes[expected])
+
+
+def test_straight_through_gradient_and_losses_by_hand() -> None:
+    quantizer = VectorQuantizer(num_codes=2, code_dim=1, beta=0.25).train()
+    with torch.no_grad():
+        quantizer.codebook.copy_(torch.tensor([[0.0], [10.0]]))
+    z = torch.tensor([[[1.0, 2.0, 9.0]], [[11.0, -1.0, 4.0]]], requires_grad=True)  # [B=2, D=1, 3]
+    out = quantizer(z)
+    assert out.indices.tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert out.quantized.tolist() == [[[0.0, 0.0, 10.0]], [[10.0, 0.0, 0.0]]]
+    squared = 1 + 4 + 1 + 1 + 1 + 16  # per-vector squared distances to the chosen codes
+    assert out.commitment_loss.item() == pytest.approx(squared / 2)
+    assert out.codebook_loss.item() == pytest.approx(squared / 2)
+    assert out.loss.item() == pytest.approx(squared / 2 * 1.25)
+    weights = torch.randn_like(z)
+    (weights * out.quantized).sum().backward(inputs=[z])
+    assert torch.equal(z.grad, weights)  # straight-through: identity Jacobian dz_q/dz_e
+    z.grad = None
+    out.codebook_loss.backward()
+    # d/de_0 of sum over vectors on code 0 of (z - e_0)^2 / B  =  -2 * sum(z - e_0) / B
+    expected = torch.tensor([[-2 * (1 + 2 - 1 + 4) / 2], [-2 * (9 - 10 + 11 - 10) / 2]])
+    assert torch.allclose(quantizer.codebook.grad, expected)
+
+
+def test_ema_update_matches_hand_computation() -> None:
+    quantizer = VectorQuantizer(num_codes=3, code_dim=1, ema=True, decay=0.9, epsilon=0.0).train()
+    quantizer.codebook.copy_(torch.tensor([[0.0], [10.0], [100.0]]))
+    quantizer.embed_sum.copy_(quantizer.codebook)
+    out = quantizer(grid(torch.tensor([[1.0], [2.0], [9.0]])))
+    assert out.indices.tolist() == [[0, 0, 1]]
+    assert out.codebook_loss.item() == 0.0  # EMA replaces the codebook loss
+    # N = 0.9 * 1 + 0.1 * n = [1.1, 1.0, 0.9]; m = 0.9 * e + 0.1 * sum = [0.3, 9.9, 90]
+    assert torch.allclose(quantizer.cluster_size, torch.tensor([1.1, 1.0, 0.9]))
+    assert torch.allclose(quantizer.embed_sum.flatten(), torch.tensor([0.3, 9.9, 90.0]))
+    assert torch.allclose(quantizer.codebook.flatten(), torch.tensor([0.3 / 1.1, 9.9 / 1.0, 90.0 / 0.9]))
+
+    smoothed = VectorQuantizer(num_codes=3, code_dim=1, ema=True, decay=0.9, epsilon=0.5).train()
+    smoothed.codebook.copy_(torch.tensor([[0.0], [10.0], [100.0]]))
+    smoothed.embed_sum.copy_(smoothed.codebook)
+    smoothed(grid(torch.tensor([[1.0], [2.0], [9.0]])))
+    sizes = (torch.tensor([1.1, 1.0, 0.9]) + 0.5) / (3.0 + 3 * 0.5) * 3.0  # Laplace smoothing
+    assert torch.allclose(smoothed.codebook.flatten(), torch.tensor([0.3, 9.9, 90.0]) / sizes)
+
+
+def test_no_codebook_update_outside_training_mode() -> None:
+    quantizer = VectorQuantizer(num_codes=4, code_dim=2, ema=True, kmeans_init=True, restart_dead=True)
+    before = {k: v.clone() for k, v in quantizer.state_dict().items()}
+    quantizer.eval()(torch.randn(2, 2, 3, 3))
+    assert all(torch.equal(before[k], v) for k, v in quantizer.state_dict().items())
+
+
+def test_perplexity_and_usage_of_known_distributions() -> None:
+    assert perplexity(torch.full((256,), 7.0)).item() == pytest.approx(256)
+    assert perplexity(torch.tensor([0.0, 0.0, 5.0, 0.0])).item() == pytest.approx(1.0)
+    assert perplexity(torch.tensor([3, 0, 3, 0])).item() == pytest.approx(2.0)
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert perplexity(p * 8).item() == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+    assert code_usage(torch.tensor([3, 0, 3, 0])).item() == 0.5
+    assert code_usage(torch.ones(10)).item() == 1.0
+
+
+def four_clusters(n_per: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    g = torch.Generator().manual_seed(0)
+    points = centers.repeat_interleave(n_per, 0) + 0.1 * torch.randn(4 * n_per, 2, generator=g)
+    return centers, points
+
+
+def sort_rows(x: torch.Tensor) -> torch.Tensor:
+    return x[torch.argsort(x[:, 0].round() * 1000 + x[:, 1].round())]
+
+
+def test_kmeans_finds_separated_clusters_and_initialises_the_codebook() -> None:
+    torch.manual_seed(0)
+    centers, points = four_clusters()
+    centroids, counts = kmeans(points, 4, iters=10)
+    assert torch.allclose(sort_rows(centroids), sort_rows(centers), atol=0.05)
+    assert counts.tolist() == [50.0] * 4
+
+    quantizer = VectorQuantizer(num_codes=4, code_dim=2, ema=True, kmeans_init=True).train()
+    assert not quantizer.initialized
+    quantizer(grid(points))
+    assert quantizer.initialized
+    assert torch.allclose(sort_rows(quantizer.codebook), sort_rows(centers), atol=0.05)
+    assert torch.allclose(quantizer.cluster_size, torch.full((4,), 50.0))  # k-means sizes, then EMA of 50s
+    initial = quantizer.codebook.clone()
+    quantizer(grid(points + 1.0))  # no second k-means: the EMA moves each code by (1 - decay) * 1 only
+    assert torch.allclose(quantizer.codebook - initial, torch.full((4, 2), 0.01), atol=1e-4)
+
+
+def test_dead_codes_restart_on_encoder_outputs() -> None:
+    torch.manual_seed(0)
+    centers, points = four_clusters(10)
+    quantizer = VectorQuantizer(num_codes=4, code_dim=2, decay=0.5, restart_dead=True).train()
+    with torch.no_grad():
+        quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0], [-500.0, -500.0]]))
+    quantizer(grid(points))
+    # code 3 got nothing: 0.5 * 1 + 0.5 * 0 = 0.5 < 1, so it now sits on one of the batch's vectors
+    assert torch.allclose(quantizer.cluster_size[:3], 0.5 + 0.5 * torch.tensor([10.0, 10.0, 20.0]))
+    assert quantizer.cluster_size[3] == 1.0
+    assert (points - quantizer.codebook[3]).abs().sum(1).min() == 0
+    assert torch.equal(quantizer.codebook[:3], torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0]]))
+
+    off = VectorQuantizer(num_codes=4, code_dim=2, decay=0.5, restart_dead=False).train()
+    with torch.no_grad():
+        off.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0], [-500.0, -500.0]]))
+    off(grid(points))
+    assert off.codebook[3].tolist() == [-500.0, -500.0]
+
+
+def test_quantizer_runs_in_float32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    model = VQVAE(num_codes=16, code_dim=4, backbone_kwargs={"channels": [8, 8]}).train()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_e = model.encoder_output(x)
+        assert z_e.dtype == torch.bfloat16  # the backbone does run in bf16
+        out = model.quantizer(z_e)
+        terms = model.losses({"image": x})
+    assert out.quantized.dtype == torch.float32 and out.commitment_loss.dtype == torch.float32
+    assert (
+        model.quantizer.codebook.dtype == torch.float32 and model.quantizer.embed_sum.dtype == torch.float32
+    )
+    vectors = z_e.float().permute(0, 2, 3, 1).reshape(-1, 4)
+    expected = torch.cdist(vectors.double(), model.quantizer.codes().double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        indices = model.quantizer.lookup(z_e)[1]
+    assert torch.equal(indices.flatten(), expected)
+    assert torch.isfinite(terms["loss"])
+
+
+def _ddp_worker(rank: int, port: int, vectors: torch.Tensor, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)  # ranks draw different restart candidates; rank 0's must win
+        quantizer = VectorQuantizer(num_codes=3, code_dim=1, ema=True, decay=0.9, restart_dead=0.95).train()
+        quantizer.codebook.copy_(torch.tensor([[0.0], [10.0], [100.0]]))
+        quantizer.embed_sum.copy_(quantizer.codebook)
+        quantizer(grid(vectors[rank]))
+        torch.save(quantizer.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ema_statistics_are_all_reduced_under_ddp(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vectors = torch.tensor([[[1.0], [9.0]], [[2.0], [11.0]]])  # rank 0, rank 1
+    mp.spawn(_ddp_worker, args=(port, vectors, str(tmp_path)), nprocs=2, join=True)
+    result = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    assert torch.equal(result[0]["codebook"], result[1]["codebook"])
+    # one process seeing both ranks' vectors: counts [2, 2, 0], sums [3, 20, 0]
+    assert torch.allclose(result[0]["cluster_size"], torch.tensor([1.1, 1.1, 0.95]))
+    assert torch.allclose(
+        result[0]["codebook"][:2].flatten(), torch.tensor([0.3 / 1.1, 11.0 / 1.1]), atol=1e-4
+    )
+    assert result[0]["codebook"][2].item() in (1.0, 9.0)  # code 2 (0.9 < 0.95) restarted on a rank-0 vector
+
+
+# ----------------------------------------------------------------------------------- the model
+def test_grid_comes_from_the_backbone_and_encode_decode_shapes() -> None:
+    model = VQVAE(num_codes=8, code_dim=3).eval()
+    assert model.grid_shape == (7, 7)
+    x = torch.rand(5, 1, 28, 28)
+    assert model.encode(x).shape == (5, 3, 7, 7)
+    indices = model.encode_indices(x)
+    assert indices.shape == (5, 7, 7) and indices.dtype == torch.long
+    images = model.decode_indices(indices)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert torch.allclose(images, model.decode(model.encode(x)))
+    assert VQVAE(backbone_kwargs={"channels": [8]}).grid_shape == (14, 14)
+    assert VQVAE(backbone="mlp", backbone_kwargs={"hidden": [8]}).encode_indices(x).shape == (5, 1, 1)
+
+
+def tiny_trainer(tmp_path: Path, **kwargs: object) -> L.Trainer:
+    options = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+        **kwargs,
+    }
+    return L.Trainer(**options)
+
+
+@pytest.fixture(scope="module")
+def vqvae_checkpoint(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("vqvae")
+    L.seed_everything(0)
+    model = VQVAE(num_codes=16, code_dim=4, backbone_kwargs={"channels": [8, 16]}, restart_dead=0.5)
+    data = MNISTDataModule(root=str(tiny_mnist), batch_size=32, attributes=False)
+    trainer = tiny_trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    trainer.fit(model, data)
+    path = tmp_path / "vqvae.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_load_from_checkpoint_restores_codebook_and_codes(vqvae_checkpoint: Path) -> None:
+    model = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu").eval()
+    assert model.num_codes == 16 and model.quantizer.ema and bool(model.quantizer.initialized)
+    state = torch.load(vqvae_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.quantizer.codebook, state["quantizer.codebook"])
+    x = torch.rand(4, 1, 28, 28)
+    again = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu").eval()
+    assert torch.equal(model.encode_indices(x), again.encode_indices(x))
+
+
+# ----------------------------------------------------------------------------------- the prior
+def test_prior_samples_images_and_is_causal(vqvae_checkpoint: Path) -> None:
+    torch.manual_seed(0)
+    prior = VQPrior(vqvae_checkpoint=str(vqvae_checkpoint), d_model=32, num_layers=2, num_heads=2).eval()
+    assert not prior.vqvae.training and not any(p.requires_grad for p in prior.vqvae.parameters())
+    prior.train()
+    assert not prior.vqvae.training  # the frozen first stage stays in eval mode
+    prior.eval()
+    samples = prior.sample(3)
+    assert samples.shape == (3, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+    assert prior.sample_codes(2).shape == (2, 7, 7)
+
+    codes = torch.randint(0, 16, (2, 49))
+    logits = prior.logits(codes)
+    for position in (0, 20, 48):
+        changed = codes.clone()
+        changed[:, position] = (changed[:, position] + 1) % 16
+        new = prior.logits(changed)
+        assert torch.allclose(new[:, : position + 1], logits[:, : position + 1], atol=1e-5)
+        if position < 48:
+            assert not torch.allclose(new[:, position + 1 :], logits[:, position + 1 :])
+
+
+def test_prior_nll_drops_when_fitting_fixed_codes(vqvae_checkpoint: Path) -> None:
+    torch.manual_seed(0)
+    prior = VQPrior(
+        vqvae_checkpoint=str(vqvae_checkpoint), d_model=32, num_layers=1, num_heads=2, dropout=0.0, lr=1e-2
+    )
+    codes = (torch.arange(49) % 16).repeat(8, 1)  # one fixed sequence: learnable from positions alone
+    optimizer = prior.configure_optimizers()
+    start = prior.nll(codes).item()
+    assert start == pytest.approx(math.log(16), rel=0.2)  # about uniform over the 16 codes at init
+    for _ in range(10):
+        optimizer.zero_grad()
+        prior.nll(codes).backward()
+        optimizer.step()
+    assert prior.nll(codes).item() < 0.5 * start
+
+
+def test_prior_checkpoint_errors_are_one_clear_config_error(tiny_mnist: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="vqvae_checkpoint is required"):
+        VQPrior()
+    with pytest.raises(ConfigError, match="vqvae_checkpoint: file .*missing.ckpt not found"):
+        VQPrior(vqvae_checkpoint=str(tmp_path / "missing.ckpt"))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read"):
+        VQPrior(vqvae_checkpoint=str(junk))
+    vae = VAE(latent_dim=2, backbone="mlp", backbone_kwargs={"hidden": [8]})
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(vae, MNISTDataModule(root=str(tiny_mnist), batch_size=32, attributes=False))
+    trainer.save_checkpoint(tmp_path / "vae.ckpt")
+    with pytest.raises(ConfigError, match="is not a VQ-VAE checkpoint"):
+        VQPrior(vqvae_checkpoint=str(tmp_path / "vae.ckpt"))
+
+
+# ----------------------------------------------------------------------------------- real data
+def test_one_epoch_of_the_flagship_config_on_t10k_uses_most_of_the_codebook(
+    shared_mnist: Path, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((REPO / "experiments" / "vqvae.yaml").read_text())
+    L.seed_everything(config["seed_everything"])
+    model = VQVAE(**config["model"]["init_args"])
+    data = MNISTDataModule(root=str(shared_mnist), source="test", batch_size=64, attributes=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=1)  # 141 steps of K = 256 codes on a 7x7 grid
+    trainer.fit(model, data)
+    metrics = trainer.callback_metrics
+    assert metrics["val/usage"] > 0.5 and metrics["train/usage"] > 0.5
+    assert metrics["val/dead_codes"] == round(256 * (1 - metrics["val/usage"].item()))
+    assert metrics["val/perplexity"] > 32
+    assert metrics["val/mse"] < 0.015
