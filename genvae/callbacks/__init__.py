@@ -1,6 +1,18 @@
 """Lightning callbacks shipped with genvae."""
 
+from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, SampleQuality
+from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
 from genvae.callbacks.progress import EpochSummary
 from genvae.callbacks.traversal import LatentTraversal
 
-__all__ = ["EpochSummary", "LatentTraversal"]
+__all__ = [
+    "EpochSummary",
+    "ImportanceWeightedNLL",
+    "Interpolation",
+    "LatentScatter",
+    "LatentTraversal",
+    "MetricsJSON",
+    "Reconstructions",
+    "SampleQuality",
+    "Samples",
+]

@@ -1,4 +1,5 @@
-"""Latent-space metrics (interpretability, MIG, modularity, SAP, Spearman score) and reconstruction accuracy."""
+"""Latent-space metrics (interpretability, MIG, modularity, SAP, Spearman score), reconstruction accuracy,
+and sample quality (FID, precision / recall)."""
 
 from genvae.metrics.disentanglement import (
     disentanglement_metrics,
@@ -9,12 +10,22 @@ from genvae.metrics.disentanglement import (
     sap,
     spearman_score,
 )
+from genvae.metrics.sample_quality import (
+    ClassifierFeatures,
+    SampleQualityMetric,
+    frechet_distance,
+    precision_recall,
+)
 
 __all__ = [
+    "ClassifierFeatures",
+    "SampleQualityMetric",
     "disentanglement_metrics",
+    "frechet_distance",
     "interpretability",
     "mig",
     "modularity",
+    "precision_recall",
     "reconstruction_accuracy",
     "sap",
     "spearman_score",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -68,6 +69,34 @@ class VAE(VectorLatentModel):
     def sample(self, n: int) -> Tensor:
         """Images decoded from ``n`` draws of the N(0, I) prior."""
         return self.decode(torch.randn(n, self.latent_dim, device=self.device))
+
+    @torch.no_grad()
+    def iwae_nll(self, x: Tensor, num_samples: int = 100, decode_batch: int = 4096) -> Tensor:
+        """Importance-weighted estimate of -log p(x) per image, in nats (Burda et al. 2016).
+
+        ``-log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x)`` with ``z_k ~ q(z | x)``, ``K = num_samples``:
+        an upper bound on the NLL that tightens as K grows; at K = 1 it is the negative single-sample
+        ELBO. Latents are decoded at most ``decode_batch`` at a time (at least one per image); the
+        log-weights are combined with one logsumexp.
+        """
+        if num_samples < 1 or decode_batch < 1:
+            raise ConfigError("iwae_nll: num_samples and decode_batch must be >= 1")
+        x = x.float()
+        mu, logvar = self.posterior(x)
+        std = (0.5 * logvar).exp()
+        per_chunk = max(1, decode_batch // len(x))
+        log_2pi = math.log(2 * math.pi)
+        log_weights = []
+        for start in range(0, num_samples, per_chunk):
+            k = min(per_chunk, num_samples - start)
+            eps = torch.randn(k, *mu.shape, device=mu.device)
+            z = mu + std * eps  # [k, B, D]
+            logits = self.decode_logits(z.flatten(0, 1)).float()
+            log_px_z = -self.reconstruction_nll(logits, x.expand(k, *x.shape).flatten(0, 1)).view(k, -1)
+            log_pz = -0.5 * (z.pow(2) + log_2pi).sum(-1)
+            log_qz = -0.5 * (eps.pow(2) + logvar + log_2pi).sum(-1)
+            log_weights.append(log_px_z + log_pz - log_qz)
+        return math.log(num_samples) - torch.logsumexp(torch.cat(log_weights), dim=0)
 
     def vae_terms(self, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """The VAE loss terms and the reparameterised sample z (subclasses add regularisers on z)."""

@@ -1,0 +1,201 @@
+"""Test-time evaluation callbacks: sample quality, importance-weighted NLL, and the metrics JSON file.
+
+``genvae test --config experiments/vae.yaml --ckpt_path run/last.ckpt`` with, in YAML::
+
+    trainer:
+      callbacks:
+        - class_path: genvae.callbacks.SampleQuality
+          init_args: {classifier_checkpoint: checkpoints/classifier/mnist-classifier.ckpt}
+        - class_path: genvae.callbacks.ImportanceWeightedNLL
+          init_args: {num_samples: 500}
+
+logs ``test/fid``, ``test/precision``, ``test/recall`` and ``test/iwae_nll``; :class:`MetricsJSON` (on by
+default in the CLI) writes every test metric to ``<checkpoint stem>.metrics.json`` beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from genvae.data.idx import atomic_write_bytes
+from genvae.errors import ConfigError
+from genvae.metrics.sample_quality import ClassifierFeatures, SampleQualityMetric
+
+__all__ = ["ImportanceWeightedNLL", "MetricsJSON", "SampleQuality", "load_classifier"]
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> L.LightningModule:
+    """A :class:`genvae.models.Classifier` from its checkpoint, or a ConfigError naming the file."""
+    from genvae.models.classifier import Classifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"SampleQuality.classifier_checkpoint: file {path} not found; train the feature classifier with "
+            "`genvae fit --config experiments/classifier.yaml` and give its checkpoint path"
+        )
+    try:
+        return Classifier.load_from_checkpoint(path, map_location=device)
+    except Exception as err:  # wrong kind of checkpoint, truncated file, ...
+        raise ConfigError(
+            f"SampleQuality.classifier_checkpoint: {path} is not a genvae Classifier checkpoint ({err})"
+        ) from None
+
+
+class SampleQuality(L.Callback):
+    """FID, precision and recall of the model's samples against the test images, at test end.
+
+    Features are the penultimate layer of a genvae :class:`~genvae.models.Classifier` (trained with
+    ``experiments/classifier.yaml``). Real features come from every test batch; at the end of the test
+    epoch the model's ``sample(n)`` generates the fake set. Logs ``test/fid``, ``test/precision`` and
+    ``test/recall``.
+
+    Args:
+        classifier_checkpoint: path of the classifier checkpoint.
+        num_samples: number of generated images (default: as many as there are test images; precision and
+            recall always compare equally many of each).
+        k: neighbourhood size of the precision / recall manifolds.
+        sample_batch_size: images generated per ``sample`` call.
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: str,
+        num_samples: int | None = None,
+        k: int = 3,
+        sample_batch_size: int = 1000,
+    ) -> None:
+        if (num_samples is not None and num_samples < 2) or k < 1 or sample_batch_size < 1:
+            raise ConfigError("SampleQuality: num_samples must be >= 2, k and sample_batch_size >= 1")
+        self.classifier_checkpoint = classifier_checkpoint
+        self.num_samples = num_samples
+        self.k = k
+        self.sample_batch_size = sample_batch_size
+        self.metric: SampleQualityMetric | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "test":
+            return
+        if not callable(getattr(pl_module, "sample", None)):
+            raise ConfigError(f"SampleQuality: {type(pl_module).__name__} has no sample(n) method")
+        classifier = load_classifier(self.classifier_checkpoint, pl_module.device)
+        self.metric = SampleQualityMetric(ClassifierFeatures(classifier), k=self.k)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.metric = self.metric.to(pl_module.device)
+        self.metric.reset()
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: dict[str, Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.metric.update(batch["image"].float(), real=True)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metric = self.metric
+        total = self.num_samples if self.num_samples is not None else None
+        n = metric.real_count() if total is None else math.ceil(total / trainer.world_size)
+        for start in range(0, n, self.sample_batch_size):
+            images = pl_module.sample(min(self.sample_batch_size, n - start))
+            metric.update(images.float(), real=False)
+        for name, value in metric.compute().items():
+            pl_module.log(f"test/{name}", value.float(), sync_dist=False)  # equal on every rank
+        metric.reset()
+
+
+class ImportanceWeightedNLL(L.Callback):
+    """Logs ``test/iwae_nll``: the mean importance-weighted bound on -log p(x) of the test images, in nats.
+
+    Needs a model with ``iwae_nll(x, num_samples, decode_batch)`` (the VAE family).
+
+    Args:
+        num_samples: importance samples K per image (the bound tightens as K grows; K = 1 is the ELBO).
+        decode_batch: latents decoded per forward pass.
+    """
+
+    def __init__(self, num_samples: int = 100, decode_batch: int = 4096) -> None:
+        if num_samples < 1 or decode_batch < 1:
+            raise ConfigError("ImportanceWeightedNLL: num_samples and decode_batch must be >= 1")
+        self.num_samples = num_samples
+        self.decode_batch = decode_batch
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "test" and not callable(getattr(pl_module, "iwae_nll", None)):
+            raise ConfigError(
+                f"ImportanceWeightedNLL: {type(pl_module).__name__} has no iwae_nll method (VAE family only)"
+            )
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: dict[str, Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        nll = pl_module.iwae_nll(batch["image"], self.num_samples, self.decode_batch)
+        pl_module.log(
+            "test/iwae_nll", nll.mean(), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(nll)
+        )
+
+
+def scalar_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float | None]:
+    """Scalar ``trainer.callback_metrics`` plus the model's ``test_results`` (as ``test/<name>``), sorted.
+
+    Non-finite values become ``None`` so the JSON stays standard.
+    """
+    metrics: dict[str, float] = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if torch.numel(value) == 1
+    }
+    for name, value in (getattr(pl_module, "test_results", None) or {}).items():
+        metrics.setdefault(name if name.startswith("test/") else f"test/{name}", float(value))
+    return {name: value if math.isfinite(value) else None for name, value in sorted(metrics.items())}
+
+
+class MetricsJSON(L.Callback):
+    """At the end of ``test``, write every scalar metric to JSON and print it.
+
+    The file is ``<checkpoint stem>.metrics.json`` beside the tested checkpoint (``--ckpt_path``), else
+    ``test_metrics.json`` in the run's log directory; it is written atomically. Values: see
+    :func:`scalar_metrics`.
+    """
+
+    def output_path(self, trainer: L.Trainer) -> Path:
+        if trainer.ckpt_path:
+            ckpt = Path(trainer.ckpt_path)
+            return ckpt.with_name(f"{ckpt.stem}.metrics.json")
+        return Path(trainer.log_dir or trainer.default_root_dir) / "test_metrics.json"
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        metrics = scalar_metrics(trainer, pl_module)
+        payload = (json.dumps(metrics, indent=2) + "\n").encode()
+        path = self.output_path(trainer)
+        try:
+            atomic_write_bytes(path, payload)
+        except OSError as err:
+            fallback = Path(trainer.log_dir or trainer.default_root_dir) / "test_metrics.json"
+            rank_zero_warn(f"MetricsJSON: cannot write {path} ({err}); writing {fallback}")
+            path = fallback
+            atomic_write_bytes(path, payload)
+        width = max((len(name) for name in metrics), default=0)
+        lines = [
+            f"  {name:<{width}}  {value:.6g}" if value is not None else f"  {name:<{width}}  nan"
+            for name, value in metrics.items()
+        ]
+        print("\n".join([f"test metrics -> {path}", *lines]), flush=True)
