@@ -2,17 +2,65 @@
 
 Model family and datamodule are chosen by ``class_path`` in YAML (``model.class_path: genvae.models.VAE``).
 The datamodule's ``image_shape`` is linked into the model after the datamodule is built.
+
+Every run also gets: the resolved config saved next to the logs and, with a ``WandbLogger``, sent to W&B
+(:class:`SaveConfigToLoggers`); a stop at the first NaN/inf loss (:class:`FiniteLossGuard`); generator
+states in checkpoints for exact resumption (:class:`RNGStateCheckpoint`).
 """
 
 from __future__ import annotations
 
+import io
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
-from genvae.callbacks import EpochSummary
+from genvae.callbacks import EpochSummary, MetricsJSON
+from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
+from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.errors import ConfigError
+
+WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Save ``config.yaml`` to the log dir and, for each ``WandbLogger``, send the full resolved config.
+
+    The config goes to the W&B run's config panel (nested, as in the YAML) and as ``genvae_config.yaml``
+    into the run's files (a YAML that ``genvae fit --config`` takes back), which offline runs keep for
+    ``wandb sync``. Lightning calls :meth:`save_config` on global rank 0 only and does not add this
+    callback under ``fast_dev_run``; nothing in it is a collective call.
+    """
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not wandb_loggers:
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        resolved = yaml.safe_load(io.StringIO(text))
+        for logger in wandb_loggers:
+            run = logger.experiment
+            run.config.update(resolved, allow_val_change=True)
+            _write_text_atomically(Path(run.dir) / WANDB_CONFIG_FILENAME, text)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class GenVAECLI(LightningCLI):
@@ -31,10 +79,17 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # one optimizer story: the model's lr / weight_decay
+            save_config_callback=SaveConfigToLoggers,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [EpochSummary()]},
+            trainer_defaults={
+                "callbacks": [EpochSummary(), FiniteLossGuard(), RNGStateCheckpoint(), MetricsJSON()]
+            },
             args=args,
         )
+    except NonFiniteLossError as err:
+        if rank_zero_only.rank == 0:
+            print(f"genvae: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as err:
         config_error = find_config_error(err)
         if config_error is None:

@@ -84,7 +84,8 @@ def log_image(
     for logger in trainer.loggers:
         name = type(logger).__name__
         if name == "WandbLogger":
-            logger.log_image(key=key, images=[array], step=step, caption=[caption] if caption else None)
+            extra = {"caption": [caption]} if caption else {}  # WandbLogger rejects caption=None
+            logger.log_image(key=key, images=[array], step=step, **extra)
             taken = True
         elif name == "TensorBoardLogger":
             logger.experiment.add_image(key, array, global_step=step, dataformats="HWC")

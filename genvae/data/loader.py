@@ -3,12 +3,17 @@
 Batches are gathered with one ``index_select`` per tensor, so there is no per-item Python work on the hot
 path. Lightning accepts any iterable as a dataloader and calls ``loader.sampler.set_epoch(epoch)`` at the
 start of every epoch, which makes shuffling reproducible and identical across DDP ranks.
+
+The loader is resumable: Lightning stores ``state_dict()`` (epoch, seed, batches consumed) in every
+checkpoint and hands it back to ``load_state_dict`` on ``fit --ckpt_path``, so a run resumed from a
+mid-epoch checkpoint continues with the batch that follows the last one trained on.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -68,6 +73,9 @@ class TensorBatchLoader:
         self.drop_last = drop_last
         self.sampler = EpochPermutation(lengths.pop(), shuffle, seed, rank, world_size, drop_last)
         self.batch_sampler = None  # read by Lightning's loader inspection, like DataLoader's attribute
+        self._yielded = 0  # batches handed out by the current iteration (Lightning fetches a sized loader
+        # just in time, without prefetching, so at a checkpoint this is the number of batches trained on)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, first batch) set by load_state_dict
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -76,10 +84,27 @@ class TensorBatchLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         device = next(iter(self.tensors.values())).device
         order = self.sampler.indices().to(device)
-        for b in range(len(self)):
+        start = 0
+        if self._resume_at is not None:
+            epoch, first = self._resume_at
+            start = first if epoch == self.sampler.epoch else 0
+            self._resume_at = None
+        self._yielded = start
+        for b in range(start, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             batch = {key: t.index_select(0, idx) for key, t in self.tensors.items()}
             if batch["image"].dtype == torch.uint8:
                 batch["image"] = batch["image"].float().div_(255.0)
             batch["index"] = idx
+            self._yielded = b + 1
             yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the epoch: the epoch, the shuffling seed and the batches handed out so far."""
+        return {"epoch": self.sampler.epoch, "seed": self.sampler.seed, "consumed": self._yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue epoch ``state["epoch"]`` at batch ``state["consumed"]`` (a later epoch starts at 0)."""
+        self.sampler.seed = int(state["seed"])
+        self.sampler.set_epoch(int(state["epoch"]))
+        self._resume_at = (int(state["epoch"]), int(state["consumed"]))
