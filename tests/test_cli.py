@@ -73,20 +73,21 @@ def test_experiment_fast_dev_run_on_cpu(config: Path, tiny_mnist: Path, tmp_path
     if config.stem in NEEDS_CHECKPOINT:
         source, key = NEEDS_CHECKPOINT[config.stem]
         extra = [key, str(checkpoint_of(source, tiny_mnist, tmp_path))]
-    run_cli(
-        [
-            "fit",
-            "--config",
-            str(config),
-            "--trainer.fast_dev_run",
-            "true",
-            "--trainer.accelerator",
-            "cpu",
-            *data_args(tiny_mnist),
-            *extra,
-        ],
-        tmp_path,
-    )
+    for subcommand in ("fit", "test"):  # test: the test-time evaluation of every family, on one batch
+        run_cli(
+            [
+                subcommand,
+                "--config",
+                str(config),
+                "--trainer.fast_dev_run",
+                "true",
+                "--trainer.accelerator",
+                "cpu",
+                *data_args(tiny_mnist),
+                *extra,
+            ],
+            tmp_path,
+        )
 
 
 def test_print_config_resolves_the_model_family(tiny_mnist: Path, capsys: pytest.CaptureFixture) -> None:

@@ -157,6 +157,7 @@ class VQVAE(GenerativeModel):
         self._histograms.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()  # the shared test-time evaluation
         self._histograms.pop("test", None)
 
     def on_train_epoch_end(self) -> None:
@@ -167,3 +168,4 @@ class VQVAE(GenerativeModel):
 
     def on_test_epoch_end(self) -> None:
         self._log_code_statistics("test")
+        super().on_test_epoch_end()
