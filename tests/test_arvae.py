@@ -152,8 +152,12 @@ def test_fit_and_test_log_the_metrics_and_the_traversal(tiny_mnist: Path, tmp_pa
     expected = {"recon_accuracy", "interpretability", "mig", "modularity", "sap", "spearman"}
     assert {f"test/{name}" for name in expected} <= set(results)
     assert {f"test/interpretability/{name}" for name in ATTRIBUTE_NAMES} <= set(results)
+    monotonicity = {k: v for k, v in results.items() if k.startswith("test/traversal_monotonicity/")}
+    assert set(monotonicity) == {f"test/traversal_monotonicity/{name}" for name in ATTRIBUTE_NAMES}
+    assert all(-1.0 <= v <= 1.0 or math.isnan(v) for v in monotonicity.values())
     for name, value in results.items():
-        assert float(trainer.callback_metrics[name]) == pytest.approx(value, rel=1e-6)
+        if name not in monotonicity:  # added by LatentTraversal after logging has closed
+            assert float(trainer.callback_metrics[name]) == pytest.approx(value, rel=1e-6)
     assert 0.0 <= results["test/recon_accuracy"] <= 1.0
     n_test = len(data.splits["test"]["label"])
     assert model.test_outputs["latent"].shape == (n_test, 8)
@@ -249,3 +253,21 @@ def test_traversal_is_centred_on_the_test_latents() -> None:
     mean, std = latents[:, 1].mean(), latents[:, 1].std()
     assert torch.allclose(swept, torch.stack([mean - 3 * std, mean, mean + 3 * std]))
     assert torch.allclose(z_seen[0][:, 0], latents[:, 0].mean().expand(3))
+
+
+def test_curve_monotonicity_is_the_rank_correlation_with_the_offset() -> None:
+    from genvae.callbacks.traversal import curve_monotonicity
+
+    nan = float("nan")
+    curves = torch.tensor(
+        [
+            [0.1, 0.5, 0.6, 2.0],  # rising, not linearly: 1
+            [3.0, 2.0, 1.0, 0.0],  # falling: -1
+            [0.0, 2.0, 1.0, 3.0],  # one swap: 0.8
+            [nan, 1.0, nan, 2.0],  # NaN points (blank images) left out
+            [nan, nan, nan, 1.0],  # fewer than two points: NaN
+        ]
+    )
+    scores = curve_monotonicity(curves)
+    assert scores[:4] == pytest.approx([1.0, -1.0, 0.8, 1.0])
+    assert math.isnan(scores[4])

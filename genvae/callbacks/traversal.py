@@ -22,12 +22,14 @@ from torchvision.utils import make_grid
 from genvae.callbacks.images import figure_to_array, log_image
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
+from genvae.metrics.disentanglement import rank
 
 __all__ = [
     "LatentTraversal",
     "attribute_curves",
     "attribute_pairs",
     "base_latents",
+    "curve_monotonicity",
     "traversal_axis",
     "traverse",
 ]
@@ -120,6 +122,23 @@ def attribute_curves(
     return offsets, chosen.nanmean(dim=-1)
 
 
+def curve_monotonicity(values: Tensor) -> list[float]:
+    """Spearman correlation of each measured curve ``[P, steps]`` with its offsets: 1 for a rising curve.
+
+    NaN where a curve has no finite point (every decoded image blank).
+    """
+    scores = []
+    for curve in values.float():
+        finite = curve.isfinite()
+        if finite.sum() < 2:
+            scores.append(float("nan"))
+            continue
+        position = torch.arange(len(curve), dtype=torch.float64)[finite]
+        measured = rank(curve[finite].double().unsqueeze(1)).squeeze(1)
+        scores.append(float(torch.corrcoef(torch.stack([position, measured]))[0, 1].nan_to_num(0.0)))
+    return scores
+
+
 def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, str]]) -> object:
     """One panel per (dim, attribute) pair: the measured attribute against the offset in std."""
     from matplotlib.figure import Figure
@@ -201,6 +220,10 @@ class LatentTraversal(L.Callback):
         curve_offsets, values = attribute_curves(module, pairs, self.curve_steps, self.span, self.num_bases)
         figure = _curve_figure(curve_offsets, values, pairs)
         log_image(trainer, f"{stage}/traversal/attributes", figure_to_array(figure))
+        results = getattr(module, "test_results", None)
+        if stage == "test" and isinstance(results, dict):  # read by MetricsJSON, which runs after this
+            for (_, name), rho in zip(pairs, curve_monotonicity(values), strict=True):
+                results[f"test/traversal_monotonicity/{name}"] = rho
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.log_traversal(trainer, pl_module, "fit")
