@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
@@ -63,11 +64,44 @@ def _write_text_atomically(path: Path, text: str) -> None:
         raise
 
 
+# Callbacks every run gets, after those of ``trainer.callbacks`` (which a later ``--config`` replaces whole).
+DEFAULT_CALLBACKS: tuple[type[L.Callback], ...] = (
+    EpochSummary,
+    FiniteLossGuard,
+    RNGStateCheckpoint,
+    MetricsJSON,
+)
+
+
+def default_callbacks(configured: list[L.Callback]) -> list[L.Callback]:
+    """A fresh instance of each :data:`DEFAULT_CALLBACKS` class that ``configured`` does not already hold.
+
+    A callback listed in the config keeps its own arguments and is not added twice (two
+    ``RNGStateCheckpoint`` would clash in the checkpoint, two ``MetricsJSON`` would write and print twice).
+    """
+    return [cls() for cls in DEFAULT_CALLBACKS if not any(isinstance(cb, cls) for cb in configured)]
+
+
 class GenVAECLI(LightningCLI):
-    """LightningCLI with the data -> model links genvae relies on."""
+    """LightningCLI with the data -> model links genvae relies on, and the default callbacks of every run."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, with :func:`default_callbacks` appended to the configured callbacks.
+
+        LightningCLI appends ``trainer_defaults["callbacks"]`` to ``trainer.callbacks`` (whatever the config
+        sets there); they are computed here, once the configured callbacks are instantiated.
+        """
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        configured = kwargs.get("callbacks", trainer_config.get("callbacks"))
+        if configured is None:
+            configured = []
+        elif not isinstance(configured, list):
+            configured = [configured]
+        self.trainer_defaults["callbacks"] = default_callbacks(configured)
+        return super().instantiate_trainer(**kwargs)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -81,9 +115,7 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,  # one optimizer story: the model's lr / weight_decay
             save_config_callback=SaveConfigToLoggers,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                "callbacks": [EpochSummary(), FiniteLossGuard(), RNGStateCheckpoint(), MetricsJSON()]
-            },
+            trainer_defaults={"callbacks": []},  # filled by GenVAECLI.instantiate_trainer
             args=args,
         )
     except NonFiniteLossError as err:

@@ -1,0 +1,223 @@
+"""``genvae test`` with the evaluation overlay (experiments/eval/): every metric printed and in the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genvae.callbacks import MetricsJSON
+from genvae.cli import DEFAULT_CALLBACKS, default_callbacks, main
+from genvae.data.attributes import ATTRIBUTE_NAMES
+
+from .conftest import REPO
+from .test_cli import checkpoint_of, data_args, run_cli
+
+EXPERIMENTS = REPO / "experiments"
+VAE_FAMILY = EXPERIMENTS / "eval" / "vae_family.yaml"
+# where experiments/classifier.yaml writes its checkpoint and where the overlays look for it (both relative
+# to the working directory)
+CLASSIFIER = Path("checkpoints/classifier/mnist-classifier.ckpt")
+
+DISENTANGLEMENT = ["interpretability", "mig", "modularity", "sap", "spearman"]
+EXPECTED = [
+    "test/fid",
+    "test/precision",
+    "test/recall",
+    "test/iwae_nll",
+    "test/recon_accuracy",
+    "test/loss",
+    "test/elbo",
+    *(f"test/{name}" for name in DISENTANGLEMENT),
+    *(f"test/interpretability/{name}" for name in ATTRIBUTE_NAMES),
+]
+
+
+# test-sized settings of the shipped overlay (class name -> init_args to change); the rest is used as shipped
+QUICK = {
+    "ImportanceWeightedNLL": {"num_samples": 5},
+    "LatentTraversal": {"num_bases": 2, "curve_steps": 3},  # attribute curves measure 6 x 3 x 2 images
+}
+
+
+def quick_overlay(folder: Path) -> Path:
+    """experiments/eval/vae_family.yaml with the :data:`QUICK` settings, written to ``folder``."""
+    config = yaml.safe_load(VAE_FAMILY.read_text())
+    for callback in config["trainer"]["callbacks"]:
+        changes = QUICK.get(callback["class_path"].rsplit(".", 1)[-1], {})
+        callback["init_args"] = {**(callback.get("init_args") or {}), **changes}
+    path = folder / "vae_family_quick.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cpu_quiet() -> list[str]:
+    return ["--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory holding the classifier checkpoint where experiments/classifier.yaml puts it."""
+    work = tmp_path_factory.mktemp("eval-workdir")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)  # the classifier's ModelCheckpoint writes relative to the working directory
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / "classifier.yaml"),
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "1",
+                "--trainer.limit_val_batches",
+                "1",
+                *cpu_quiet(),
+                *data_args(tiny_mnist),
+            ],
+            work / "classifier-run",
+        )
+    assert (work / CLASSIFIER).is_file()
+    return work
+
+
+@pytest.fixture(scope="module")
+def betavae_checkpoint(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ckpt = checkpoint_of("betavae", tiny_mnist, tmp_path_factory.mktemp("betavae"))
+    assert ckpt.is_file()
+    return ckpt
+
+
+def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "test",
+                "--config",
+                str(EXPERIMENTS / "betavae.yaml"),
+                "--config",
+                str(VAE_FAMILY),
+                "--print_config",
+            ]
+        )
+    assert info.value.code == 0
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    names = [c["class_path"].rsplit(".", 1)[-1] for c in callbacks]
+    assert names == [
+        "SampleQuality",
+        "ImportanceWeightedNLL",
+        "LatentTraversal",
+        "Reconstructions",
+        "Samples",
+        "Interpolation",
+        "LatentScatter",
+    ]
+    assert callbacks[0]["init_args"]["classifier_checkpoint"] == str(CLASSIFIER)
+    # the CLI's own callbacks come on top of any list, once each
+    added = default_callbacks([MetricsJSON()])
+    assert [type(c) for c in added] == [c for c in DEFAULT_CALLBACKS if c is not MetricsJSON]
+
+
+def test_genvae_test_prints_and_writes_every_metric(
+    workdir: Path,
+    betavae_checkpoint: Path,
+    tiny_mnist: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(workdir)  # the overlay's classifier_checkpoint is relative, as after classifier.yaml
+    run_cli(
+        [
+            "test",
+            "--config",
+            str(EXPERIMENTS / "betavae.yaml"),
+            "--config",
+            str(quick_overlay(tmp_path)),
+            "--ckpt_path",
+            str(betavae_checkpoint),
+            *cpu_quiet(),
+            *data_args(tiny_mnist),
+        ],
+        tmp_path,
+    )
+    path = betavae_checkpoint.with_name(f"{betavae_checkpoint.stem}.metrics.json")
+    written = json.loads(path.read_text())
+    missing = [key for key in EXPECTED if key not in written]
+    assert not missing, f"{missing} not in {sorted(written)}"
+    not_finite = [key for key in EXPECTED if written[key] is None or not math.isfinite(written[key])]
+    assert not not_finite, written
+    assert written["test/fid"] > 0
+    assert 0 <= written["test/precision"] <= 1 and 0 <= written["test/recall"] <= 1
+    assert 0 <= written["test/recon_accuracy"] <= 1
+    # LatentTraversal adds its curves' monotonicity at test end, before MetricsJSON (a CLI default, so last)
+    # writes the file; on a one-step model a flat curve may make it null
+    assert {f"test/traversal_monotonicity/{name}" for name in ATTRIBUTE_NAMES} <= set(written)
+    out = capsys.readouterr().out
+    assert out.count(f"test metrics -> {path}") == 1  # MetricsJSON ran once
+    printed = out[out.index(f"test metrics -> {path}") :]
+    for key in EXPECTED:
+        assert f"  {key} " in printed
+    figures = {
+        p.parent.relative_to(tmp_path / "figures").as_posix() for p in tmp_path.rglob("figures/**/*.png")
+    }
+    assert {
+        "test/traversal/grid",
+        "test/traversal/attributes",
+        "test/reconstructions",
+        "test/samples",
+        "test/interpolation",
+        "test/latent_scatter",
+    } <= figures
+
+
+def test_a_missing_classifier_checkpoint_is_one_clear_line(
+    betavae_checkpoint: Path,
+    tiny_mnist: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no checkpoints/classifier here
+    with pytest.raises(SystemExit) as info:
+        run_cli(
+            [
+                "test",
+                "--config",
+                str(EXPERIMENTS / "betavae.yaml"),
+                "--config",
+                str(VAE_FAMILY),
+                "--ckpt_path",
+                str(betavae_checkpoint),
+                *cpu_quiet(),
+                *data_args(tiny_mnist),
+            ],
+            tmp_path,
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("genvae: error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        f"genvae: error: SampleQuality.classifier_checkpoint: file {CLASSIFIER} not found"
+    )
+
+
+def test_a_listed_default_callback_is_not_added_twice(tiny_mnist: Path, tmp_path: Path) -> None:
+    # two RNGStateCheckpoint would stop the trainer ("more than one stateful callback")
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "smoke.yaml"),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.callbacks+=genvae.callbacks.rng.RNGStateCheckpoint",
+            *data_args(tiny_mnist),
+        ],
+        tmp_path,
+    )
