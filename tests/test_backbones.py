@@ -66,3 +66,21 @@ def test_bad_backbone_specs_are_one_line_config_errors(spec: str, kwargs: dict, 
     with pytest.raises(ConfigError, match=message) as info:
         AE(backbone=spec, backbone_kwargs=kwargs)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["AE", "VAE", "ARVAE"])
+def test_model_built_in_python_reloads_through_its_class(family: str, tmp_path: Path) -> None:
+    import lightning as L
+
+    from genvae import models
+
+    cls = getattr(models, family)
+    model = cls(latent_dim=8, backbone="mlp", backbone_kwargs={"hidden": [8]})
+    assert "encoder_outputs" not in model.hparams  # fixed by the family, not a setting
+    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    reloaded = cls.load_from_checkpoint(tmp_path / "model.ckpt", map_location="cpu")
+    assert reloaded.latent_dim == 8
+    for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

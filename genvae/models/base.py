@@ -42,7 +42,7 @@ class GenerativeModel(L.LightningModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["encoder_outputs"])  # fixed by each family, not a setting
         self.image_shape = tuple(int(s) for s in image_shape)
         self.backbone = build_backbone(backbone, self.image_shape, backbone_kwargs)
         self.lr = lr
