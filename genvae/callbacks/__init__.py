@@ -3,6 +3,7 @@
 from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, SampleQuality
 from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
 from genvae.callbacks.progress import EpochSummary
+from genvae.callbacks.speed import SpeedUp
 from genvae.callbacks.traversal import LatentTraversal
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "Reconstructions",
     "SampleQuality",
     "Samples",
+    "SpeedUp",
 ]
