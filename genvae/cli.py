@@ -11,9 +11,7 @@ states in checkpoints for exact resumption (:class:`RNGStateCheckpoint`).
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.rng import RNGStateCheckpoint
+from genvae.data.idx import atomic_write_bytes
 from genvae.errors import ConfigError
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
@@ -49,19 +48,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
         for logger in wandb_loggers:
             run = logger.experiment
             run.config.update(resolved, allow_val_change=True)
-            _write_text_atomically(Path(run.dir) / WANDB_CONFIG_FILENAME, text)
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            atomic_write_bytes(Path(run.dir) / WANDB_CONFIG_FILENAME, text.encode())
 
 
 # Callbacks every run gets, after those of ``trainer.callbacks`` (which a later ``--config`` replaces whole).

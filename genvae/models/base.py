@@ -17,7 +17,23 @@ from genvae.metrics.evaluation import EvaluationCollector
 Batch = dict[str, Tensor]
 
 
-class GenerativeModel(L.LightningModule):
+class StagedModule(L.LightningModule):
+    """A LightningModule whose train, validation and test steps all run ``_shared_step(batch, stage)``."""
+
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+
+class GenerativeModel(StagedModule):
     """Base of every model family.
 
     Subclasses implement :meth:`losses` (a dict of scalar terms with ``"loss"`` the one optimised, plus the
@@ -81,14 +97,8 @@ class GenerativeModel(L.LightningModule):
         self.log_dict({f"{stage}/{name}": value.detach() for name, value in terms.items()}, **options)
         return loss
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        super().test_step(batch, batch_idx)
         self._collect_test_outputs(batch)
 
     # ----------------------------------------------------------- test-time evaluation

@@ -10,17 +10,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.backbones import build_backbone
 from genvae.errors import ConfigError
-from genvae.models.base import Batch
+from genvae.models.base import Batch, StagedModule
 
 
-class Classifier(L.LightningModule):
+class Classifier(StagedModule):
     """Backbone encoder -> linear feature layer (``features``) -> dropout -> linear class logits.
 
     Logs ``{stage}/loss`` (cross-entropy) and ``{stage}/accuracy``.
@@ -84,15 +83,6 @@ class Classifier(L.LightningModule):
             batch_size=len(logits),
         )
         return loss
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         logits = self(batch["image"].float())

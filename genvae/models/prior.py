@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,7 +17,7 @@ from torchvision.utils import make_grid
 
 from genvae.callbacks.images import log_image
 from genvae.errors import ConfigError
-from genvae.models.base import Batch
+from genvae.models.base import Batch, StagedModule
 from genvae.models.vqvae import VQVAE
 
 
@@ -47,7 +46,7 @@ def load_vqvae(checkpoint: str | None) -> VQVAE:
     return vqvae.eval()
 
 
-class VQPrior(L.LightningModule):
+class VQPrior(StagedModule):
     """Causal transformer prior p(c) = prod_i p(c_i | c_<i) over the codes of a frozen VQ-VAE.
 
     Logged per epoch (and per step in training): ``loss`` = ``nll`` (nats per code) and ``bits_per_code``.
@@ -167,15 +166,6 @@ class VQPrior(L.LightningModule):
         self.log(f"{stage}/loss", nll.detach(), prog_bar=True, **options)
         self.log(f"{stage}/bits_per_code", nll.detach() / math.log(2), **options)
         return nll
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

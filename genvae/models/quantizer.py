@@ -11,7 +11,9 @@ Options:
   assigned to each code (Razavi et al. 2019): ``N_i <- d N_i + (1 - d) n_i``, ``m_i <- d m_i + (1 - d)
   sum(z_e -> i)``, ``e_i = m_i / N~_i`` with Laplace-smoothed sizes ``N~_i = (N_i + eps) / (N + K eps) N``.
   The codebook loss is then 0 and only the commitment loss is optimised.
-- ``kmeans_init``: on the first training batch the codebook is set to k-means(++) centroids of its vectors.
+- ``kmeans_init``: on the first training batch the codebook is set to k-means(++) centroids of its vectors,
+  each with a moving-average size of 1 (as if seen once), so the EMA soon weighs them by their real use
+  and codes that k-means left empty are restarted at the first step.
 - ``restart_dead``: after every training step, codes whose moving-average assignment count (vectors per
   step, summed over ranks) is below the threshold (``True`` = 1.0) are moved onto encoder vectors of the
   batch (as in Jukebox, Dhariwal et al. 2020), drawn with probability proportional to their squared
