@@ -29,7 +29,7 @@ bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --data $(DATA) || exit 1; done
 
 fit: install
-	$(BIN)/genvae fit --config experiments/vae.yaml --data.init_args.root $(DATA)
+	$(BIN)/genvae fit --config experiments/vqvae.yaml --data.init_args.root $(DATA)
 
 clean:
 	rm -rf $(VENV) lightning_logs runs wandb .pytest_cache .ruff_cache
