@@ -32,4 +32,4 @@ fit: install
 	$(BIN)/genvae fit --config experiments/vqvae.yaml --data.init_args.root $(DATA)
 
 clean:
-	rm -rf $(VENV) lightning_logs runs wandb checkpoints .pytest_cache .ruff_cache
+	rm -rf $(VENV) lightning_logs runs wandb .pytest_cache .ruff_cache
