@@ -252,12 +252,12 @@ def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # horizontal cdf at t: mass with x + 0.5 < t + shear * (y - y_mid), i.e. x <= t - k_y where
     # k_y = floor(0.5 - shear * (y - y_mid)) + 1 is an integer shift per row
     k = (torch.floor(0.5 - shear.unsqueeze(1) * (y - my.unsqueeze(1))) + 1).long()  # [B, H]
-    row_cdf = hires.cumsum(2)  # [B, H, W], inclusive; padded: W zeros left, W row totals right
-    padded = torch.cat([torch.zeros_like(row_cdf), row_cdf, row_cdf[:, :, -1:].expand(b, h, w)], 2)
-    windows = padded.unfold(2, w, 1)  # [B, H, 2W + 1, W]: window s holds padded[s : s + W]
-    start = (w - k).clamp(0, 2 * w).view(b, h, 1, 1).expand(b, h, 1, w)
-    gathered = windows.gather(2, start).squeeze(2)  # [B, H, W]: row_cdf[t - k_y], 0 left, total right
-    hcdf = gathered.sum(1).double() / m00.unsqueeze(1)
+    # so hcdf[t] = mass of the pixels whose shifted column x + k_y is <= t: a histogram of the shifted
+    # columns (those left of 0 in bin 0, those right of the image in an extra bin W), then a cumsum
+    shifted = (torch.arange(w, device=device) + k.unsqueeze(2)).clamp_(0, w)  # [B, H, W]
+    histogram = torch.zeros(b, w + 1, dtype=hires.dtype, device=device)
+    histogram.scatter_add_(1, shifted.view(b, h * w), hires.reshape(b, h * w))
+    hcdf = histogram[:, :w].cumsum(1).double() / m00.unsqueeze(1)
     vcdf = torch.cat([torch.zeros_like(row_mass[:, :1]), row_mass.cumsum(1)[:, :-1]], 1) / m00.unsqueeze(1)
     half = BOUND_FRACTION / 2
     width = _interp(1 - half, hcdf) - _interp(half, hcdf)
