@@ -23,6 +23,12 @@ class StagedModule(L.LightningModule):
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def stage_log_options(stage: str, batch_size: int) -> dict[str, Any]:
+        """``self.log`` options of a stage: per step and epoch in training, per epoch and synced otherwise."""
+        training = stage == "train"
+        return {"on_epoch": True, "on_step": training, "sync_dist": not training, "batch_size": batch_size}
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
 
@@ -85,13 +91,7 @@ class GenerativeModel(StagedModule):
         terms = self.losses(batch)
         reconstruction = terms.pop("reconstruction")
         terms["mse"] = F.mse_loss(reconstruction.float(), batch["image"].float())
-        training = stage == "train"
-        options = {
-            "on_epoch": True,
-            "on_step": training,
-            "sync_dist": not training,
-            "batch_size": len(batch["image"]),
-        }
+        options = self.stage_log_options(stage, len(batch["image"]))
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss.detach(), prog_bar=True, **options)
         self.log_dict({f"{stage}/{name}": value.detach() for name, value in terms.items()}, **options)

@@ -73,14 +73,10 @@ class Classifier(StagedModule):
         logits = self(batch["image"].float())
         loss = F.cross_entropy(logits.float(), batch["label"])
         accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        training = stage == "train"
         self.log_dict(
             {f"{stage}/loss": loss.detach(), f"{stage}/accuracy": accuracy},
             prog_bar=True,
-            on_epoch=True,
-            on_step=training,
-            sync_dist=not training,
-            batch_size=len(logits),
+            **self.stage_log_options(stage, len(logits)),
         )
         return loss
 

@@ -156,13 +156,7 @@ class VQPrior(StagedModule):
     # ----------------------------------------------------------- loop
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         nll = self.nll(self.encode_codes(batch["image"]))
-        training = stage == "train"
-        options = {
-            "on_epoch": True,
-            "on_step": training,
-            "sync_dist": not training,
-            "batch_size": len(batch["image"]),
-        }
+        options = self.stage_log_options(stage, len(batch["image"]))
         self.log(f"{stage}/loss", nll.detach(), prog_bar=True, **options)
         self.log(f"{stage}/bits_per_code", nll.detach() / math.log(2), **options)
         return nll
