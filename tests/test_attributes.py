@@ -54,6 +54,27 @@ def test_float_images_give_the_uint8_result(reference: tuple[torch.Tensor, np.nd
     torch.testing.assert_close(morpho_attributes(images.unsqueeze(1)), morpho_attributes(images))
 
 
+def test_chunks_and_threads_do_not_change_the_result(reference: tuple[torch.Tensor, np.ndarray]) -> None:
+    images = reference[0][:40]
+    threads = torch.get_num_threads()
+    one_pass = morpho_attributes(images, chunk_size=len(images))
+    torch.set_num_threads(2)  # several chunks on a CPU with 2 threads: the thread pool runs them
+    try:
+        chunked = morpho_attributes(images, chunk_size=7)
+        assert torch.get_num_threads() == 2  # restored after the pool
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(chunked, one_pass, rtol=0, atol=0, equal_nan=True)
+    mixed = images.float() / 255.0
+    mixed[::3] *= 0.5  # images with different grey ranges in one chunk: the per-image clip bounds
+    torch.testing.assert_close(
+        morpho_attributes(mixed, chunk_size=len(mixed)),
+        torch.cat([morpho_attributes(image.unsqueeze(0)) for image in mixed]),
+        rtol=0,
+        atol=0,
+    )
+
+
 def test_bspline_upscale_matches_scikit_image() -> None:
     transform = pytest.importorskip("skimage.transform")
     images, _ = fake_digits(3, 0)
@@ -83,7 +104,7 @@ def _flat_distances(binary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).flatten()
     fg = torch.nonzero(padded).squeeze(1)
     neighbours = _ring_neighbours(padded, fg, 42)
-    return padded, fg, neighbours, _squared_distance(_row_distance(fg), neighbours)
+    return padded, fg, neighbours, _squared_distance(_row_distance(fg), fg, padded.numel(), 42)
 
 
 def test_distance_transform_is_exact() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import torch
@@ -39,6 +40,8 @@ Interpolation = Literal["catmull_rom", "bspline"]
 SCALE = 4
 BOUND_FRACTION = 0.02  # width/height between the 1% and 99% quantiles
 _BLUR_BLOCK = 16  # output rows per block of the banded blur (11 taps: 26 inputs each)
+CPU_CHUNK = 64  # images per chunk on CPU: the working set of a chunk stays in cache
+GPU_CHUNK = 4096  # images per chunk on GPU: bounds memory
 
 # 3x3 neighbourhood offsets in row-major bit order: bit k of the pattern code is offset k
 _OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
@@ -123,32 +126,55 @@ def _blur_blocks(size: int, scale: int, block: int) -> tuple[tuple[int, int, int
     return tuple(blocks)
 
 
+@functools.lru_cache(maxsize=16)
+def _device_operators(
+    size: int, scale: int, interpolation: Interpolation, device: torch.device
+) -> tuple[Tensor, tuple[tuple[int, int, int, int, Tensor], ...], Tensor]:
+    """float32 on ``device``: the upscaling operator, the row blur blocks and ``255 * G^T``."""
+    upscale, blur = upscale_operators(size, scale, interpolation)
+    blocks = tuple(
+        (lo, hi, in_lo, in_hi, g.to(device=device, dtype=torch.float32))
+        for lo, hi, in_lo, in_hi, g in _blur_blocks(size, scale, _BLUR_BLOCK)
+    )
+    columns = (255.0 * blur.T.to(device=device, dtype=torch.float32)).contiguous()
+    return upscale.to(device=device, dtype=torch.float32), blocks, columns
+
+
 def upscale_images(
     images: Tensor, scale: int = SCALE, interpolation: Interpolation = "catmull_rom"
 ) -> Tensor:
     """``floor(255 * blur(clip(cubic_upscale(x))))`` of images in [0, 1], ``[B, H, W] -> [B, sH, sW]``.
 
-    Separable and batched over the images as a few large matrix products: the working layout is
-    ``[rows, images, columns]``, so the row operators multiply from the left (the banded blur one block of
-    output rows at a time) and the column operators from the right.
+    Returns a view of :func:`_upscale_rows_major`'s ``[sH, B, sW]`` result.
+    """
+    return _upscale_rows_major(images, scale, interpolation).transpose(0, 1)
+
+
+def _upscale_rows_major(images: Tensor, scale: int, interpolation: Interpolation) -> Tensor:
+    """:func:`upscale_images` in the layout ``[sH, B, sW]``: row r of every image, side by side.
+
+    Separable and batched over the images as a few large matrix products: the row operators multiply
+    ``[rows, images * columns]`` from the left (the banded blur one block of output rows at a time), the
+    column operators multiply ``[rows * images, columns]`` from the right.
     """
     b, h, w = images.shape
     if h != w:
         raise ValueError(f"upscale_images expects square images, got {h}x{w}")
     device, n = images.device, h * scale
-    up = upscale_operators(w, scale, interpolation)[0].to(device=device, dtype=torch.float32)
-    blur = upscale_operators(w, scale, interpolation)[1].to(device=device, dtype=torch.float32)
+    up, blur_blocks, blur_columns = _device_operators(w, scale, interpolation, images.device)
     wide = images.transpose(0, 1).reshape(h * b, w) @ up.T  # [H * B, sW]
     resized = (up @ wide.view(h, b * n)).view(n, b, n)  # [sH, B, sW]
-    low = images.amin(dim=(1, 2)).view(1, b, 1)
-    high = images.amax(dim=(1, 2)).view(1, b, 1)
-    resized = torch.clamp_(resized, low, high).view(n, b * n)
+    low, high = images.amin(dim=(1, 2)), images.amax(dim=(1, 2))
+    if bool((low == low[0]).all() and (high == high[0]).all()):  # the usual case: one range for all
+        resized = torch.clamp_(resized, float(low[0]), float(high[0])).view(n, b * n)
+    else:
+        resized = torch.clamp_(resized, low.view(1, b, 1), high.view(1, b, 1)).view(n, b * n)
     blurred = torch.empty_like(resized)
-    for lo, hi, in_lo, in_hi, g in _blur_blocks(w, scale, _BLUR_BLOCK):  # along rows
-        torch.mm(g.to(device=device, dtype=torch.float32), resized[in_lo:in_hi], out=blurred[lo:hi])
+    for lo, hi, in_lo, in_hi, g in blur_blocks:  # along rows
+        torch.mm(g, resized[in_lo:in_hi], out=blurred[lo:hi])
     # along columns, times 255, + 1e-4 so that values that are integers up to rounding floor to them
-    scaled = torch.addmm(torch.full((1,), 1e-4, device=device), blurred.view(n * b, n), 255.0 * blur.T)
-    return torch.floor(scaled.view(n, b, n).transpose(0, 1), out=torch.empty(b, n, n, device=device))
+    scaled = torch.addmm(torch.full((1,), 1e-4, device=device), blurred.view(n * b, n), blur_columns)
+    return scaled.floor_().view(n, b, n)
 
 
 # ------------------------------------------------------------------ medial axis lookup tables
@@ -210,12 +236,6 @@ def _fate_table() -> Tensor:
     return fate.to(torch.int8).flatten()
 
 
-@functools.lru_cache(maxsize=1)
-def _popcount_table() -> Tensor:
-    """int64 ``[256]``: number of set bits of each byte."""
-    return ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).sum(1)
-
-
 # ------------------------------------------------------------------ measurement
 def _interp(q: float, xp: Tensor) -> Tensor:
     """Batched ``np.interp(q, xp[b], arange(n))`` for non-decreasing rows ``xp`` ``[B, n]``."""
@@ -230,18 +250,19 @@ def _interp(q: float, xp: Tensor) -> Tensor:
 
 
 def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Slant, width and height (at hires scale) from the moments of greyscale images ``[B, H, W]``.
+    """Slant, width and height (at hires scale) from the moments of greyscale images ``[H, B, W]``.
 
-    ``hires`` holds integers 0..255, so the float32 sums below are exact; the moments are float64.
+    ``hires`` holds integers 0..255 (rows major, as :func:`_upscale_rows_major` returns them), so the
+    float32 sums below are exact; the moments are float64.
     """
-    b, h, w = hires.shape
+    h, b, w = hires.shape
     device = hires.device
     x32 = torch.arange(w, dtype=torch.float32, device=device)
     x = x32.double()
     y = torch.arange(h, dtype=torch.float64, device=device)
-    row_mass = hires.sum(2).double()  # [B, H]
-    col_mass = hires.sum(1).double()  # [B, W]
-    row_x = (hires @ x32).double()  # [B, H]: sum over x of x * img
+    row_mass = hires.sum(2).T.double()  # [B, H]
+    col_mass = hires.sum(0).double()  # [B, W]
+    row_x = (hires @ x32).T.double()  # [B, H]: sum over x of x * img
     m00 = row_mass.sum(1).clamp_min(1e-12)  # blank images: NaN-masked by the caller
     mx, my = (col_mass @ x) / m00, (row_mass @ y) / m00
     mu02 = (row_mass @ y.square()) / m00 - my.square()
@@ -251,13 +272,15 @@ def _shape_measures(hires: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     # horizontal cdf at t: mass with x + 0.5 < t + shear * (y - y_mid), i.e. x <= t - k_y where
     # k_y = floor(0.5 - shear * (y - y_mid)) + 1 is an integer shift per row
-    k = (torch.floor(0.5 - shear.unsqueeze(1) * (y - my.unsqueeze(1))) + 1).long()  # [B, H]
+    k = (torch.floor(0.5 - shear.unsqueeze(1) * (y - my.unsqueeze(1))) + 1).to(torch.int32)  # [B, H]
     # so hcdf[t] = mass of the pixels whose shifted column x + k_y is <= t: a histogram of the shifted
     # columns (those left of 0 in bin 0, those right of the image in an extra bin W), then a cumsum
-    shifted = (torch.arange(w, device=device) + k.unsqueeze(2)).clamp_(0, w)  # [B, H, W]
-    histogram = torch.zeros(b, w + 1, dtype=hires.dtype, device=device)
-    histogram.scatter_add_(1, shifted.view(b, h * w), hires.reshape(b, h * w))
-    hcdf = histogram[:, :w].cumsum(1).double() / m00.unsqueeze(1)
+    columns = torch.arange(w, dtype=torch.int32, device=device)
+    shifted = (columns + k.T.contiguous().unsqueeze(2)).clamp_(0, w)  # [H, B, W]
+    shifted += torch.arange(0, b * (w + 1), w + 1, dtype=torch.int32, device=device).view(1, b, 1)
+    histogram = torch.zeros(b * (w + 1), dtype=hires.dtype, device=device)
+    histogram.index_add_(0, shifted.view(-1), hires.reshape(-1))
+    hcdf = histogram.view(b, w + 1)[:, :w].cumsum(1).double() / m00.unsqueeze(1)
     vcdf = torch.cat([torch.zeros_like(row_mass[:, :1]), row_mass.cumsum(1)[:, :-1]], 1) / m00.unsqueeze(1)
     half = BOUND_FRACTION / 2
     width = _interp(1 - half, hcdf) - _interp(half, hcdf)
@@ -286,56 +309,61 @@ def _row_distance(fg: Tensor) -> Tensor:
     return torch.minimum(position - _take(start_pos, run) + 1, _take(run_end, run) - position)
 
 
+@functools.lru_cache(maxsize=16)
+def _ring_offsets(row_stride: int, device: torch.device) -> Tensor:
+    """int32 ``[8]``: flat index offsets of the 8 neighbours (order of :data:`_RING`)."""
+    return torch.tensor([dr * row_stride + dc for dr, dc in _RING], dtype=torch.int32, device=device)
+
+
 def _ring_neighbours(padded: Tensor, fg: Tensor, row_stride: int) -> Tensor:
-    """``[N, 8]`` int32: index into ``fg`` of each 8-neighbour (order of :data:`_RING`), N if background."""
+    """``[N, 8]`` int32: index into ``fg`` of each 8-neighbour (order of :data:`_RING`), N if background.
+
+    ``fg`` is never on the zero border of ``padded``, so every neighbour's flat index is in range.
+    """
     n = len(fg)
     rank = torch.full((padded.numel(),), n, dtype=torch.int32, device=fg.device)
-    rank[fg] = torch.arange(n, dtype=torch.int32, device=fg.device)
-    neighbours = torch.empty(8, n, dtype=torch.int32, device=fg.device)
-    inner = fg - (row_stride + 1)  # fg is never on the zero border, so shifted views are enough
-    for k, (dr, dc) in enumerate(_RING):
-        offset = dr * row_stride + dc
-        torch.index_select(rank[row_stride + 1 + offset :], 0, inner, out=neighbours[k])
-    return neighbours.T.contiguous()
+    rank.index_copy_(0, fg, torch.arange(n, dtype=torch.int32, device=fg.device))
+    return _take(rank, fg.to(torch.int32).unsqueeze(1) + _ring_offsets(row_stride, fg.device))
 
 
-def _squared_distance(row_dist: Tensor, neighbours: Tensor) -> Tensor:
+def _squared_distance(row_dist: Tensor, fg: Tensor, size: int, row_stride: int) -> Tensor:
     """Exact squared Euclidean distance to the background: min over s of s^2 + g(row +- s)^2.
 
-    ``row_dist`` is g at the foreground pixels; the pixels s rows up and down are reached by following the
-    up and down neighbour pointers s times (index N stands for the background, where g = 0).
+    ``row_dist`` is g at the foreground pixels ``fg`` (flat indices into an image of ``size`` pixels, rows
+    ``row_stride`` apart, framed by background); g^2 is spread on that image (0 on the background) and
+    read s rows up and down, for growing s, as long as s^2 can still beat a pixel's best value. The frame
+    keeps every read in range: a pixel r rows below the top has best <= r^2 once s reaches r.
     """
-    n = len(row_dist)
     best = row_dist.square()
-    zero, sentinel = best.new_zeros(1), neighbours.new_full((1,), n)
-    # pointers up index [0, n], pointers down [n + 1, 2n + 1] (shifted by n + 1); n and 2n + 1: background
-    g2 = torch.cat([best, zero, best, zero])
-    vertical = torch.cat([neighbours[:, _UP], sentinel, neighbours[:, _DOWN] + (n + 1), sentinel + (n + 1)])
+    g2 = best.new_zeros(size).index_copy_(0, fg, best)
     active = torch.nonzero(best > 1).squeeze(1)
-    pointers = torch.stack([active, active + (n + 1)]).to(torch.int32)  # [2, A]: s rows up and down
+    position = fg.index_select(0, active).to(torch.int32)
     current = best.index_select(0, active)
     s = 1
     while len(active):
-        pointers = _take(vertical, pointers)
-        current = torch.minimum(current, _take(g2, pointers).amin(0) + s * s)
+        shift = s * row_stride
+        nearest = torch.minimum(_take(g2, position - shift), _take(g2, position + shift))
+        current = torch.minimum(current, nearest + s * s)
         best.index_copy_(0, active, current)
         s += 1
         going_on = torch.nonzero(current > s * s).squeeze(1)
         active, current = active.index_select(0, going_on), current.index_select(0, going_on)
-        pointers = pointers.index_select(1, going_on)
+        position = position.index_select(0, going_on)
     return best
 
 
-def _pack_bytes(bytes_: Tensor) -> Tensor:
-    """``[N, 8]`` uint8 0/1 (or bool) -> ``[N]`` int64 codes with bit k = ``bytes_[:, k]``."""
-    code = bytes_.contiguous().view(torch.int64).squeeze(1)
-    code = code | (code >> 7)  # byte m holds bits m, m + 1
-    code = code | (code >> 14)  # ... bits m .. m + 3
-    code = code | (code >> 28)  # byte 0 holds all eight
-    return code & 0xFF
-
-
 _LOW_BITS = 0x0101010101010101  # bit 0 of each of 8 bytes
+_GATHER_BITS = 0x0102040810204080  # times a word of 0/1 bytes: byte k lands on bit 56 + k, no carries
+
+
+def _byte_word(flags: Tensor) -> Tensor:
+    """``[N, 8]`` bool or uint8 0/1 -> ``[N]`` int64 words whose byte k is ``flags[:, k]``."""
+    return flags.contiguous().view(torch.uint8).view(torch.int64).squeeze(1)
+
+
+def _pack_bits(word: Tensor) -> Tensor:
+    """int64 words of 0/1 bytes -> int64 8-bit codes with bit k = byte k."""
+    return ((word * _GATHER_BITS) >> 56) & 0xFF
 
 
 def _medial_axis(fg: Tensor, d2: Tensor, neighbours: Tensor, row_stride: int) -> Tensor:
@@ -348,37 +376,43 @@ def _medial_axis(fg: Tensor, d2: Tensor, neighbours: Tensor, row_stride: int) ->
     it from the neighbours known to be present and those still undecided, and the undecided pixels are
     re-examined until none is left. Every round decides at least the smallest undecided pixel of each
     image, and in practice halves their number. The result is exactly that of the sequential algorithm.
+
+    Neighbourhood flags travel as int64 words of eight 0/1 bytes (one per ring neighbour), so masking
+    them is one ``&`` and packing them into a table index one multiply (:func:`_pack_bits`).
     """
     n = len(fg)
-    foreground = _pack_bytes(neighbours < n)
-    cornerness = 8 - _take(_popcount_table().to(fg.device), foreground)  # background pixels in the 3x3
-    parity = (fg // row_stride % 2) * 2 + fg % 2  # row_stride is even: fg % 2 is the column parity
-    key = ((d2 * 10 + cornerness) * 4 + parity).to(torch.int32)  # distinct between 8-neighbours
+    present = _byte_word(neighbours < n)
+    background_count = 8 - (((present * _LOW_BITS) >> 56) & 0xFF)  # cornerness: bytes summed in the top one
+    fg32 = fg.to(torch.int32)
+    parity = (fg32 // row_stride % 2) * 2 + fg32 % 2  # row_stride is even: fg % 2 is the column parity
+    key = (d2 * 10 + background_count.to(torch.int32)) * 4 + parity  # distinct between 8-neighbours
     neighbour_key = _take(torch.cat([key, key.new_full((1,), torch.iinfo(torch.int32).max)]), neighbours)
-    smaller = _pack_bytes(neighbour_key < key.unsqueeze(1))  # the background is never smaller
-    codes = (foreground ^ smaller) * 256 + smaller  # larger neighbours (present), smaller ones
+    smaller = _byte_word(neighbour_key < key.unsqueeze(1))  # the background is never smaller
+    larger_code = _pack_bits(present ^ smaller) * 256  # larger neighbours: present whatever happens
     table = _fate_table().to(fg.device)
-    fate = torch.cat([_take(table, codes), table.new_zeros(1)])  # fate[n]: the background
+    fate = torch.cat([_take(table, larger_code + _pack_bits(smaller)), table.new_zeros(1)])  # fate[n]: bg
     pending = torch.nonzero(fate == _UNDECIDED).squeeze(1)
     while len(pending):
-        around = _take(fate, neighbours.index_select(0, pending)).view(torch.int64).squeeze(1)
-        code = codes.index_select(0, pending)
-        lower = code & 0xFF
-        known_kept = _pack_bytes((around & _LOW_BITS).view(torch.uint8).view(-1, 8)) & lower
-        unknown = _pack_bytes(((around >> 1) & _LOW_BITS).view(torch.uint8).view(-1, 8)) & lower
-        decided = _take(table, (code - lower) + known_kept * 256 + unknown)
+        around = _byte_word(_take(fate, neighbours.index_select(0, pending)))  # bytes 0, 1 or 2
+        smaller_around = smaller.index_select(0, pending)
+        kept = _pack_bits(around & smaller_around)
+        undecided = _pack_bits((around >> 1) & smaller_around)
+        decided = _take(table, larger_code.index_select(0, pending) + kept * 256 + undecided)
         fate.index_copy_(0, pending, decided)
         pending = pending.index_select(0, torch.nonzero(decided == _UNDECIDED).squeeze(1))
     return fate[:n] == _KEPT
 
 
 def morpho_attributes(
-    images: Tensor, interpolation: Interpolation = "catmull_rom", chunk_size: int = 4096
+    images: Tensor, interpolation: Interpolation = "catmull_rom", chunk_size: int | None = None
 ) -> Tensor:
     """Morpho-MNIST attributes ``[B, 6]`` (order :data:`ATTRIBUTE_NAMES`) of ``[B, (1,) H, W]`` images.
 
-    uint8 images are read as 0..255, float images as [0, 1]. Runs on the images' device, in chunks of
-    ``chunk_size`` images to bound memory.
+    uint8 images are read as 0..255, float images as [0, 1]. Runs on the images' device in chunks of
+    ``chunk_size`` images (default :data:`CPU_CHUNK` on CPU, :data:`GPU_CHUNK` on GPU). On CPU the chunks are
+    sized to stay in cache and run concurrently on ``torch.get_num_threads()`` threads, each with one
+    intra-op thread: most of the work is gathers and short element-wise passes that torch does not spread
+    over cores by itself.
     """
     if images.dim() == 4:
         if images.shape[1] != 1:
@@ -390,33 +424,50 @@ def morpho_attributes(
         raise ValueError(f"morpho_attributes expects [B, H, W] or [B, 1, H, W], got {list(images.shape)}")
     if len(images) == 0:
         return torch.zeros(0, len(ATTRIBUTE_NAMES), device=images.device)
-    if len(images) > chunk_size:
-        return torch.cat([morpho_attributes(c, interpolation, chunk_size) for c in images.split(chunk_size)])
+    on_cpu = images.device.type == "cpu"
+    chunk_size = chunk_size or (CPU_CHUNK if on_cpu else GPU_CHUNK)
+    chunks = images.split(chunk_size)
+    workers = min(torch.get_num_threads(), len(chunks)) if on_cpu else 1
+    if workers == 1:
+        return torch.cat([_attributes_of_chunk(chunk, interpolation) for chunk in chunks])
+    intra_op_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="morpho") as pool:
+            return torch.cat(list(pool.map(lambda chunk: _attributes_of_chunk(chunk, interpolation), chunks)))
+    finally:
+        torch.set_num_threads(intra_op_threads)
+
+
+def _attributes_of_chunk(images: Tensor, interpolation: Interpolation) -> Tensor:
+    """:func:`morpho_attributes` of one chunk ``[B, H, W]``, all in one pass."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
-    hires = upscale_images(x, SCALE, interpolation)
-    b, h, w = hires.shape
+    hires = _upscale_rows_major(x, SCALE, interpolation)  # [H, B, W]
+    h, b, w = hires.shape
     slant, width, height = _shape_measures(hires)
 
-    low = hires.amin(dim=(1, 2), keepdim=True)
-    high = hires.amax(dim=(1, 2), keepdim=True)
-    binary = hires >= low + 0.5 * (high - low)
-    area = binary.sum(dim=(1, 2)).float()
+    low = hires.amin(dim=(0, 2))
+    high = hires.amax(dim=(0, 2))
+    binary = hires >= (low + 0.5 * (high - low)).view(1, b, 1)
+    area = binary.view(torch.uint8).sum(2, dtype=torch.int32).sum(0).float()
 
-    padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).flatten()
-    row_stride, image_stride = w + 2, (h + 2) * (w + 2)
+    # one large image: the rows of the images side by side, each framed by background
+    padded = torch.nn.functional.pad(binary, (1, 1, 0, 0, 1, 1)).flatten()
+    image_width, row_stride = w + 2, b * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
     neighbours = _ring_neighbours(padded, fg, row_stride)
-    d2 = _squared_distance(_row_distance(fg), neighbours)
+    d2 = _squared_distance(_row_distance(fg), fg, len(padded), row_stride)
     on_skeleton = _medial_axis(fg, d2, neighbours, row_stride)
     skeleton = torch.nonzero(on_skeleton).squeeze(1)
 
-    image_of = fg[skeleton] // image_stride
+    image_of = fg.index_select(0, skeleton) % row_stride // image_width
     sqrt2 = math.sqrt(2.0)
     forward = [_RIGHT, _RING.index((1, -1)), _DOWN, _RING.index((1, 1))]  # each pair counted once
     weights = torch.tensor([1.0, sqrt2, 1.0, sqrt2], device=fg.device)
-    linked = _take(torch.cat([on_skeleton, on_skeleton.new_zeros(1)]), neighbours[skeleton][:, forward])
+    links = neighbours.index_select(0, skeleton).index_select(1, torch.tensor(forward, device=fg.device))
+    linked = _take(torch.cat([on_skeleton, on_skeleton.new_zeros(1)]), links)
     length = torch.zeros(b, device=fg.device).index_add_(0, image_of, linked.float() @ weights)
-    skeleton_distance = d2[skeleton].float().sqrt()
+    skeleton_distance = d2.index_select(0, skeleton).float().sqrt()
     thick_sum = torch.zeros(b, device=fg.device).index_add_(0, image_of, skeleton_distance)
     skel_count = torch.bincount(image_of, minlength=b).float()
     thickness = 2.0 * thick_sum / skel_count
@@ -425,5 +476,5 @@ def morpho_attributes(
     result = torch.stack(
         [thickness / s, slant.float(), length / s, area / s**2, width.float() / s, height.float() / s], dim=1
     )
-    blank = (high == low).flatten()
+    blank = high == low
     return result.masked_fill(blank.unsqueeze(1), float("nan"))
