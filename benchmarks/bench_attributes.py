@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder with t10k-images-idx3-ubyte(.gz)")
     parser.add_argument("--reference-images", type=int, default=10000, help="images timed with the reference")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the torch version (best counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of the torch version (best counts)"
+    )
     args = parser.parse_args()
     path = next(
         p
