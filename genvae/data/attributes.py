@@ -129,15 +129,14 @@ def _blur_blocks(size: int, scale: int, block: int) -> tuple[tuple[int, int, int
 @functools.lru_cache(maxsize=16)
 def _device_operators(
     size: int, scale: int, interpolation: Interpolation, device: torch.device
-) -> tuple[Tensor, tuple[tuple[int, int, int, int, Tensor], ...], Tensor]:
-    """float32 on ``device``: the upscaling operator, the row blur blocks and ``255 * G^T``."""
+) -> tuple[Tensor, tuple[tuple[int, int, int, int, Tensor], ...]]:
+    """float32 on ``device``: the upscaling operator and the blocks of the banded blur."""
     upscale, blur = upscale_operators(size, scale, interpolation)
     blocks = tuple(
         (lo, hi, in_lo, in_hi, g.to(device=device, dtype=torch.float32))
         for lo, hi, in_lo, in_hi, g in _blur_blocks(size, scale, _BLUR_BLOCK)
     )
-    columns = (255.0 * blur.T.to(device=device, dtype=torch.float32)).contiguous()
-    return upscale.to(device=device, dtype=torch.float32), blocks, columns
+    return upscale.to(device=device, dtype=torch.float32), blocks
 
 
 def upscale_images(
@@ -160,8 +159,8 @@ def _upscale_rows_major(images: Tensor, scale: int, interpolation: Interpolation
     b, h, w = images.shape
     if h != w:
         raise ValueError(f"upscale_images expects square images, got {h}x{w}")
-    device, n = images.device, h * scale
-    up, blur_blocks, blur_columns = _device_operators(w, scale, interpolation, images.device)
+    n = h * scale
+    up, blur_blocks = _device_operators(w, scale, interpolation, images.device)
     wide = images.transpose(0, 1).reshape(h * b, w) @ up.T  # [H * B, sW]
     resized = (up @ wide.view(h, b * n)).view(n, b, n)  # [sH, B, sW]
     low, high = images.amin(dim=(1, 2)), images.amax(dim=(1, 2))
@@ -172,9 +171,11 @@ def _upscale_rows_major(images: Tensor, scale: int, interpolation: Interpolation
     blurred = torch.empty_like(resized)
     for lo, hi, in_lo, in_hi, g in blur_blocks:  # along rows
         torch.mm(g, resized[in_lo:in_hi], out=blurred[lo:hi])
-    # along columns, times 255, + 1e-4 so that values that are integers up to rounding floor to them
-    scaled = torch.addmm(torch.full((1,), 1e-4, device=device), blurred.view(n * b, n), blur_columns)
-    return scaled.floor_().view(n, b, n)
+    # along columns, one block of output columns at a time, times 255; + 1e-4 so that values that are
+    # integers up to rounding floor to them
+    rows = blurred.view(n * b, n)
+    scaled = torch.cat([rows[:, in_lo:in_hi] @ (255.0 * g.T) for _, _, in_lo, in_hi, g in blur_blocks], dim=1)
+    return scaled.add_(1e-4).floor_().view(n, b, n)
 
 
 # ------------------------------------------------------------------ medial axis lookup tables
