@@ -118,6 +118,19 @@ def sort_rows(x: torch.Tensor) -> torch.Tensor:
     return x[torch.argsort(x[:, 0].round() * 1000 + x[:, 1].round())]
 
 
+def test_loading_an_uninitialised_state_reruns_the_kmeans_initialisation() -> None:
+    torch.manual_seed(0)
+    centers, points = four_clusters()
+    fresh = VectorQuantizer(num_codes=4, code_dim=2, ema=True, kmeans_init=True)
+    quantizer = VectorQuantizer(num_codes=4, code_dim=2, ema=True, kmeans_init=True).train()
+    quantizer(grid(points))
+    quantizer.load_state_dict(fresh.state_dict())  # the host-side "initialised" mirror must follow
+    assert not quantizer.initialized
+    quantizer(grid(points))
+    assert quantizer.initialized
+    assert torch.allclose(sort_rows(quantizer.codebook), sort_rows(centers), atol=0.05)
+
+
 def test_kmeans_finds_separated_clusters_and_initialises_the_codebook() -> None:
     torch.manual_seed(0)
     centers, points = four_clusters()

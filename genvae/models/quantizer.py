@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -202,6 +202,19 @@ class VectorQuantizer(nn.Module):
         # moving average of vectors assigned per training step: EMA cluster sizes and the restart criterion
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._known_initialized = not kmeans_init  # host-side mirror: no device read once it is True
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._known_initialized = False  # re-read the loaded buffer at the next training step
+
+    def _needs_init(self) -> bool:
+        """Whether the k-means initialisation is still to run; reads the buffer only until it is True."""
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return not self._known_initialized
 
     # ------------------------------------------------------------------ lookup
     def codes(self) -> Tensor:
@@ -242,7 +255,7 @@ class VectorQuantizer(nn.Module):
         """Quantize ``z`` ``[B, D, *grid]``; in training mode also initialise / update / restart the codebook."""
         with _float32(z.device):
             flat = self._flatten(z)
-            if self.training and not bool(self.initialized):
+            if self.training and self._needs_init():
                 self._kmeans_init(flat.detach())
             indices = self.nearest(flat.detach())
             codes = self.codes()[indices]
@@ -281,6 +294,7 @@ class VectorQuantizer(nn.Module):
         everything = torch.ones(self.num_codes, dtype=torch.bool, device=flat.device)
         self._set_codes(everything, centroids, torch.ones_like(counts))
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     @torch.no_grad()
     def _update(self, flat: Tensor, indices: Tensor, errors: Tensor) -> None:
