@@ -103,7 +103,7 @@ def _flat_distances(binary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     """
     padded = torch.nn.functional.pad(binary, (1, 1, 1, 1)).flatten()
     fg = torch.nonzero(padded).squeeze(1)
-    neighbours = _ring_neighbours(padded, fg, 42)
+    neighbours = _ring_neighbours(fg, padded.numel(), 42)
     return padded, fg, neighbours, _squared_distance(_row_distance(fg), fg, padded.numel(), 42)
 
 

@@ -51,7 +51,8 @@ GPU_CHUNK = 4096  # images per chunk on GPU: bounds memory
 # 3x3 neighbourhood offsets in row-major bit order: bit k of the pattern code is offset k
 _OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
 _RING = [offset for offset in _OFFSETS if offset != (0, 0)]  # the 8 neighbours; bit k of a ring code
-_UP, _RIGHT, _DOWN = _RING.index((-1, 0)), _RING.index((0, 1)), _RING.index((1, 0))
+# ring indices of the right, down-left, down and down-right neighbours: each 8-adjacent pair once
+_FORWARD = [_RING.index(offset) for offset in ((0, 1), (1, -1), (1, 0), (1, 1))]
 _REMOVED, _KEPT, _UNDECIDED = 0, 1, 2
 
 
@@ -321,13 +322,14 @@ def _ring_offsets(row_stride: int, device: torch.device) -> Tensor:
     return torch.tensor([dr * row_stride + dc for dr, dc in _RING], dtype=torch.int32, device=device)
 
 
-def _ring_neighbours(padded: Tensor, fg: Tensor, row_stride: int) -> Tensor:
+def _ring_neighbours(fg: Tensor, size: int, row_stride: int) -> Tensor:
     """``[N, 8]`` int32: index into ``fg`` of each 8-neighbour (order of :data:`_RING`), N if background.
 
-    ``fg`` is never on the zero border of ``padded``, so every neighbour's flat index is in range.
+    ``fg`` are flat indices into an image of ``size`` pixels, rows ``row_stride`` apart, framed by
+    background: never on the frame, so every neighbour's flat index is in range.
     """
     n = len(fg)
-    rank = torch.full((padded.numel(),), n, dtype=torch.int32, device=fg.device)
+    rank = torch.full((size,), n, dtype=torch.int32, device=fg.device)
     rank.index_copy_(0, fg, torch.arange(n, dtype=torch.int32, device=fg.device))
     return _take(rank, fg.to(torch.int32).unsqueeze(1) + _ring_offsets(row_stride, fg.device))
 
@@ -468,16 +470,15 @@ def _attributes_of_chunk(images: Tensor, interpolation: Interpolation) -> Tensor
     padded = torch.nn.functional.pad(binary, (1, 1, 0, 0, 1, 1)).flatten()
     image_width, row_stride = w + 2, b * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
-    neighbours = _ring_neighbours(padded, fg, row_stride)
+    neighbours = _ring_neighbours(fg, len(padded), row_stride)
     d2 = _squared_distance(_row_distance(fg), fg, len(padded), row_stride)
     on_skeleton = _medial_axis(fg, d2, neighbours, row_stride)
     skeleton = torch.nonzero(on_skeleton).squeeze(1)
 
     image_of = fg.index_select(0, skeleton) % row_stride // image_width
     sqrt2 = math.sqrt(2.0)
-    forward = [_RIGHT, _RING.index((1, -1)), _DOWN, _RING.index((1, 1))]  # each pair counted once
-    weights = torch.tensor([1.0, sqrt2, 1.0, sqrt2], device=fg.device)
-    links = neighbours.index_select(0, skeleton).index_select(1, torch.tensor(forward, device=fg.device))
+    weights = torch.tensor([1.0, sqrt2, 1.0, sqrt2], device=fg.device)  # steps of the _FORWARD links
+    links = neighbours.index_select(0, skeleton).index_select(1, torch.tensor(_FORWARD, device=fg.device))
     linked = _take(torch.cat([on_skeleton, on_skeleton.new_zeros(1)]), links)
     length = torch.zeros(b, device=fg.device).index_add_(0, image_of, linked.float() @ weights)
     skeleton_distance = d2.index_select(0, skeleton).float().sqrt()
