@@ -24,8 +24,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.rng import RNGStateCheckpoint
-from genvae.data.idx import atomic_write_bytes
 from genvae.errors import ConfigError
+from genvae.utils.atomic import atomic_write_bytes
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
 

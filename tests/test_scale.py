@@ -19,10 +19,10 @@ import yaml
 from PIL import Image
 from torch import Tensor
 
-from genvae.callbacks.images import log_image
 from genvae.cli import WANDB_CONFIG_FILENAME, main
 from genvae.data import TensorBatchLoader
 from genvae.models import VAE
+from genvae.utils.images import log_image
 
 from .conftest import REPO
 

@@ -25,9 +25,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from genvae.data.idx import atomic_write_bytes
 from genvae.errors import ConfigError
 from genvae.metrics.sample_quality import ClassifierFeatures, SampleQualityMetric
+from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = ["ImportanceWeightedNLL", "MetricsJSON", "SampleQuality", "load_classifier"]
 

@@ -1,4 +1,4 @@
-"""Figures of a generative model, logged with :func:`genvae.callbacks.images.log_image`.
+"""Figures of a generative model, logged with :func:`genvae.utils.images.log_image`.
 
 Each callback draws its figure from the model of the run (on whatever device it is on) and the current
 stage's dataloader, at the end of every ``every_n_epochs``-th validation epoch (not during the sanity
@@ -26,8 +26,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from genvae.callbacks.images import figure_to_array, log_image
 from genvae.errors import ConfigError
+from genvae.utils.images import figure_to_array, log_image
 
 __all__ = [
     "FigureCallback",

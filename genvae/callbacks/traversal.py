@@ -19,10 +19,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from genvae.callbacks.images import figure_to_array, log_image
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.metrics.disentanglement import rank
+from genvae.utils.images import figure_to_array, log_image
 
 __all__ = [
     "LatentTraversal",
@@ -161,7 +161,7 @@ def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, st
 class LatentTraversal(L.Callback):
     """Log a latent traversal grid (and measured attribute curves) at the end of ``fit`` and ``test``.
 
-    Images go through :func:`~genvae.callbacks.images.log_image` as ``<stage>/traversal/grid`` and
+    Images go through :func:`~genvae.utils.images.log_image` as ``<stage>/traversal/grid`` and
     ``<stage>/traversal/attributes`` with ``stage`` ``fit`` or ``test``. Needs a model with a flat latent
     (``latent_dim``) and ``decode``.
 

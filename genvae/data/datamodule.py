@@ -13,9 +13,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from genvae.data.attributes import ALGORITHM_VERSION, ATTRIBUTE_NAMES, morpho_attributes
-from genvae.data.idx import atomic_write_bytes, read_idx
+from genvae.data.idx import read_idx
 from genvae.data.loader import TensorBatchLoader
 from genvae.errors import ConfigError
+from genvae.utils.atomic import atomic_write_bytes
 
 Split = Literal["train", "test"]
 

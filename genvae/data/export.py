@@ -15,8 +15,8 @@ from pathlib import Path
 
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.data.datamodule import MNISTDataModule
-from genvae.data.idx import atomic_write_bytes
 from genvae.errors import ConfigError
+from genvae.utils.atomic import atomic_write_bytes
 
 
 def export_attributes_csv(

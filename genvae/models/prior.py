@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from genvae.callbacks.images import log_image
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
 from genvae.models.vqvae import VQVAE
+from genvae.utils.images import log_image
 
 
 def load_vqvae(checkpoint: str | None) -> VQVAE:
@@ -51,7 +51,7 @@ class VQPrior(StagedModule):
 
     Logged per epoch (and per step in training): ``loss`` = ``nll`` (nats per code) and ``bits_per_code``.
     At the end of every validation epoch a grid of ``num_samples`` sampled digits is logged as
-    ``val/samples`` through :func:`genvae.callbacks.images.log_image`.
+    ``val/samples`` through :func:`genvae.utils.images.log_image`.
 
     Args:
         vqvae_checkpoint: path of the trained VQ-VAE Lightning checkpoint (loaded through :class:`VQVAE`).

@@ -8,8 +8,6 @@ Every figure callback goes through :func:`log_image`, so a figure appears in W&B
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +16,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["figure_to_array", "log_image", "to_uint8_hwc"]
+from genvae.utils.atomic import atomic_write_bytes
+
+__all__ = ["figure_to_array", "log_image", "png_bytes", "to_uint8_hwc"]
 
 
 def to_uint8_hwc(image: Tensor | np.ndarray) -> np.ndarray:
@@ -56,16 +56,11 @@ def figure_dir(trainer: L.Trainer) -> Path:
     return Path(base) / "figures"
 
 
-def _write_png_atomically(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(array).save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG encoding of an ``[H, W, 3]`` uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def log_image(
@@ -93,5 +88,5 @@ def log_image(
     if taken:
         return None
     path = figure_dir(trainer) / key / f"step{step:07d}.png"
-    _write_png_atomically(path, array)
+    atomic_write_bytes(path, png_bytes(array))
     return path
