@@ -27,6 +27,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from genvae.errors import ConfigError
+from genvae.latent.traversal import interpolate
 from genvae.utils.images import figure_to_array, log_image
 
 __all__ = [
@@ -55,12 +56,6 @@ def image_grid(rows: Tensor, scale: int = 1) -> Tensor:
     if scale > 1:
         grid = F.interpolate(grid.unsqueeze(0), scale_factor=scale, mode="nearest").squeeze(0)
     return grid
-
-
-def interpolate(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
-    """``t * z0 + (1 - t) * z1`` for ``t`` from 1 down to 0 in ``steps`` steps: ``[steps, *z0.shape]``."""
-    t = torch.linspace(1.0, 0.0, steps, device=z0.device, dtype=z0.dtype).view(-1, *([1] * z0.ndim))
-    return t * z0 + (1 - t) * z1
 
 
 def project_2d(latents: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,6 +7,8 @@ step. When the data has Morpho-MNIST attributes, the attribute tied to each dim 
 attribute, or after ``test`` the attribute whose interpretability picked the dim) is measured with
 :func:`~genvae.data.attributes.morpho_attributes` on the decoded images of a finer sweep, averaged over
 sweeps from several test latents, and plotted: for a well-trained AR-VAE each curve rises monotonically.
+The sweeps themselves live in :mod:`genvae.latent.traversal` (re-exported here); this module is the
+Lightning glue and the figure.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
-from genvae.metrics.disentanglement import rank
+from genvae.latent.traversal import (
+    attribute_curves,
+    attribute_pairs,
+    base_latents,
+    curve_monotonicity,
+    traversal_axis,
+    traverse,
+)
 from genvae.utils.images import figure_to_array, log_image
 
 __all__ = [
@@ -33,110 +41,6 @@ __all__ = [
     "traversal_axis",
     "traverse",
 ]
-
-
-def traversal_axis(module: L.LightningModule) -> tuple[Tensor, Tensor]:
-    """Centre ``[D]`` and per-dim scale ``[D]``: the test latents' mean and std, else the prior's 0 and 1."""
-    outputs = getattr(module, "test_outputs", None) or {}
-    latents = outputs.get("latent")
-    if latents is not None and len(latents) > 1 and latents.shape[1] == module.latent_dim:
-        latents = latents.float().to(module.device)
-        return latents.mean(0), latents.std(0).clamp(min=1e-6)
-    zeros = torch.zeros(module.latent_dim, device=module.device)
-    return zeros, torch.ones_like(zeros)
-
-
-def attribute_pairs(module: L.LightningModule) -> list[tuple[int, str]]:
-    """(latent dim, attribute name) pairs to measure: the AR-VAE's, else the tested interpretability picks."""
-    dims = getattr(module, "regularized_dims", None)
-    names = getattr(module, "regularized_attributes", None)
-    if dims is not None and names is not None:
-        return list(zip(dims, names, strict=True))
-    results = getattr(module, "test_results", None) or {}
-    prefix = "test/interpretability_dim/"
-    return [(int(v), k[len(prefix) :]) for k, v in results.items() if k.startswith(prefix)]
-
-
-def base_latents(module: L.LightningModule, count: int) -> Tensor:
-    """Up to ``count`` test latents ``[K, D]`` (the first by example index) to sweep from, else the centre."""
-    latents = (getattr(module, "test_outputs", None) or {}).get("latent")
-    if latents is not None and len(latents) and latents.shape[1] == module.latent_dim and count > 0:
-        return latents[:count].float().to(module.device)
-    return traversal_axis(module)[0].unsqueeze(0)
-
-
-@torch.no_grad()
-def traverse(
-    module: L.LightningModule, dims: Sequence[int], offsets: Tensor, bases: Tensor | None = None
-) -> Tensor:
-    """Decoded images ``[len(offsets), len(dims), K, C, H, W]`` of the traversals from ``bases [K, D]``.
-
-    Image ``[i, j, k]`` is ``bases[k]`` with dim ``dims[j]`` set to ``centre + offsets[i] * std`` of that
-    dim (:func:`traversal_axis`); ``bases`` defaults to the centre itself (K = 1).
-    """
-    center, scale = traversal_axis(module)
-    bases = center.unsqueeze(0) if bases is None else bases.to(center.device, center.dtype)
-    offsets = offsets.to(center.device, center.dtype)
-    dims_t = torch.as_tensor(list(dims), device=center.device, dtype=torch.long)
-    z = bases.repeat(len(offsets), len(dims_t), 1, 1)  # [steps, dims, K, D]
-    columns = torch.arange(len(dims_t), device=center.device)
-    values = center[dims_t] + offsets.unsqueeze(1) * scale[dims_t]  # [steps, dims]
-    # the two index tensors are apart, so the indexed view is [dims, steps, K]
-    z[:, columns, :, dims_t] = values.T.unsqueeze(-1)
-    was_training = module.training
-    module.eval()
-    try:
-        images = module.decode(z.flatten(0, 2))
-    finally:
-        module.train(was_training)
-    return images.view(*z.shape[:3], *images.shape[1:])
-
-
-def attribute_curves(
-    module: L.LightningModule,
-    pairs: Sequence[tuple[int, str]],
-    steps: int = 25,
-    span: float = 3.0,
-    num_bases: int = 16,
-) -> tuple[Tensor, Tensor]:
-    """Offsets ``[steps]`` (in std) and the measured attribute ``[len(pairs), steps]`` along each traversal.
-
-    Pair ``(d, name)``: dim ``d`` of each of ``num_bases`` test latents (:func:`base_latents`) is swept
-    from ``-span`` to ``+span`` std around the centre, attribute ``name`` (one of :data:`ATTRIBUTE_NAMES`,
-    physical units) is measured on every decoded image and averaged over the bases (blank images, whose
-    attributes are NaN, left out).
-    """
-    unknown = [name for _, name in pairs if name not in ATTRIBUTE_NAMES]
-    if unknown:
-        raise ConfigError(
-            f"LatentTraversal: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
-        )
-    offsets = torch.linspace(-span, span, steps)
-    if not pairs:
-        return offsets, torch.zeros(0, steps)
-    images = traverse(module, [d for d, _ in pairs], offsets, base_latents(module, num_bases))
-    shape = images.shape[:3]  # [steps, P, K]
-    measured = morpho_attributes(images.flatten(0, 2).float()).view(*shape, -1).cpu()
-    columns = torch.tensor([ATTRIBUTE_NAMES.index(name) for _, name in pairs])
-    chosen = measured[:, torch.arange(len(pairs)), :, columns]  # [P, steps, K]
-    return offsets, chosen.nanmean(dim=-1)
-
-
-def curve_monotonicity(values: Tensor) -> list[float]:
-    """Spearman correlation of each measured curve ``[P, steps]`` with its offsets: 1 for a rising curve.
-
-    NaN where a curve has no finite point (every decoded image blank).
-    """
-    scores = []
-    for curve in values.float():
-        finite = curve.isfinite()
-        if finite.sum() < 2:
-            scores.append(float("nan"))
-            continue
-        position = torch.arange(len(curve), dtype=torch.float64)[finite]
-        measured = rank(curve[finite].double().unsqueeze(1)).squeeze(1)
-        scores.append(float(torch.corrcoef(torch.stack([position, measured]))[0, 1].nan_to_num(0.0)))
-    return scores
 
 
 def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, str]]) -> object:
