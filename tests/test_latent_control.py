@@ -1,0 +1,211 @@
+"""Attribute control in physical units (genvae.latent): calibration, closed-loop edits, evaluation, IO, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.errors import ConfigError
+from genvae.latent.control import AttributeControl, ExtrapolationWarning, calibration_path
+from genvae.latent.evaluation import control_evaluation, control_table
+
+# ------------------------------------------------------------------ synthetic models with known answers
+
+
+class ExactModel(nn.Module):
+    """Dims 0-5 map exactly onto the six attributes through a nonlinear monotone curve.
+
+    The 'image' stores the latent in its first pixels; :meth:`measure` reads attribute ``k`` back as
+    ``exp(0.3 z_{k+6}) (2 tanh(z_k / 2) + 0.5 z_k) + 0.5 z_{k+6}``: the last six dims, never edited, change
+    each digit's attribute and its response to ``z_k`` (known answer: exact control, no leakage).
+    """
+
+    latent_dim = 12
+    regularized_attributes = ATTRIBUTE_NAMES
+    regularized_dims = (0, 1, 2, 3, 4, 5)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # a device for the helpers
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, : self.latent_dim]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        images = torch.zeros(len(z), 1, 28, 28)
+        images.view(len(z), -1)[:, : self.latent_dim] = z
+        return images
+
+    @staticmethod
+    def measure(images: torch.Tensor) -> torch.Tensor:
+        z = images.flatten(1)[:, :12]
+        gain = torch.exp(0.3 * z[:, 6:])
+        return gain * (2 * torch.tanh(z[:, :6] / 2) + 0.5 * z[:, :6]) + 0.5 * z[:, 6:]
+
+
+class BarModel(nn.Module):
+    """A decoded bar, measured with the real morphometrics: z0 sets its width, z1 its height."""
+
+    latent_dim = 3
+    regularized_attributes = ("width", "height")
+    regularized_dims = (0, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        half_width = 3 + 1.5 * z[:, 0]
+        half_height = 8 + 2 * z[:, 1]
+        coords = torch.arange(28.0) - 13.5
+        cols = torch.sigmoid(4 * (half_width.view(-1, 1) - coords.abs()))
+        rows = torch.sigmoid(4 * (half_height.view(-1, 1) - coords.abs()))
+        return (rows.unsqueeze(2) * cols.unsqueeze(1)).unsqueeze(1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`decode` from the row and column profiles (sum of a sigmoid edge = its width)."""
+        image = x[:, 0]
+        half_width = image.amax(dim=1).sum(dim=1) / 2
+        half_height = image.amax(dim=2).sum(dim=1) / 2
+        return torch.stack([(half_width - 3) / 1.5, (half_height - 8) / 2, torch.zeros_like(half_width)], 1)
+
+
+def exact_data(n: int = 200, seed: int = 0) -> tuple[ExactModel, torch.Tensor, torch.Tensor]:
+    model = ExactModel()
+    z = torch.randn(n, 12, generator=torch.Generator().manual_seed(seed))
+    images = model.decode(z)
+    return model, images, ExactModel.measure(images)
+
+
+def exact_control(**kwargs: object) -> tuple[AttributeControl, torch.Tensor]:
+    model, images, attributes = exact_data()
+    control = AttributeControl.fit(model, images, attributes, measure=ExactModel.measure, **kwargs)
+    return control, images
+
+
+# ------------------------------------------------------------------ calibration and edits
+
+
+def test_calibration_finds_the_regularized_dims_and_a_rising_response() -> None:
+    control, _ = exact_control()
+    assert [control.calibrations[n].dim for n in ATTRIBUTE_NAMES] == [0, 1, 2, 3, 4, 5]
+    for cal in control.calibrations.values():
+        assert cal.sign == 1.0 and (cal.response.diff() >= 0).all()
+        z = torch.linspace(float(cal.grid[0]), float(cal.grid[-1]), 7, dtype=torch.float64)
+        assert torch.allclose(cal.latent_at(cal.response_at(z)), z, atol=1e-4)
+
+
+def test_closed_loop_edits_hit_the_requested_change_exactly() -> None:
+    control, images = exact_control(tolerance=1e-4, rounds=10)
+    result = control.apply(images[:50], {"thickness": 0.6, "slant": -0.5})
+    achieved = result.measured - result.original
+    assert achieved[:, 0] == pytest.approx(torch.full((50,), 0.6), abs=1e-3)
+    assert achieved[:, 1] == pytest.approx(torch.full((50,), -0.5), abs=1e-3)
+    assert achieved[:, 2:].abs().max() < 1e-6  # other attributes untouched
+
+
+def test_open_loop_calibration_alone_misses_where_digits_differ() -> None:
+    control, images = exact_control(rounds=0)
+    result = control.apply(images, {"width": 2.0})
+    error = (result.measured - result.target)[:, 4].abs()
+    assert error.median() > 0.05  # the closed loop above is what makes it exact
+
+
+def test_absolute_requests_set_the_value() -> None:
+    control, images = exact_control(tolerance=1e-4, rounds=10)
+    result = control.apply(images[:20], absolute={"height": 0.5})
+    assert result.measured[:, 5] == pytest.approx(torch.full((20,), 0.5), abs=1e-3)
+
+
+def test_empty_edit_is_the_reconstruction() -> None:
+    model = BarModel()
+    images = model.decode(torch.tensor([[0.5, -0.3, 0.0], [-0.8, 0.7, 0.0]]))
+    control = AttributeControl.fit(
+        model, images.repeat(4, 1, 1, 1), morpho_attributes(images.repeat(4, 1, 1, 1))
+    )
+    assert torch.equal(control.edit(images, {}), model.decode(model.encode(images)))
+
+
+def test_bar_model_with_real_morphometrics_reaches_the_request() -> None:
+    model = BarModel()
+    z = torch.rand(60, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = model.decode(z)
+    control = AttributeControl.fit(
+        model, images, morpho_attributes(images), names=["width", "height"], span=1.5
+    )
+    result = control.apply(images[:30], {"width": 1.5, "height": -1.0})
+    error = (result.measured - result.target)[:, [4, 5]].abs()
+    assert (
+        error.median(dim=0).values
+        < 0.05 * torch.tensor([control.calibrations[n].std for n in ("width", "height")])
+    ).all()
+
+
+def test_request_beyond_the_calibrated_range_warns() -> None:
+    control, images = exact_control()
+    with pytest.warns(ExtrapolationWarning, match="thickness\\+20 is beyond the calibrated range"):
+        control.apply(images[:5], {"thickness": 20.0})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"colour": 1.0}, "unknown attribute 'colour'"), ({"thickness": math.nan}, "not a finite number")],
+)
+def test_bad_requests_are_config_errors(changes: dict, message: str) -> None:
+    control, images = exact_control()
+    with pytest.raises(ConfigError, match=message):
+        control.edit(images[:2], changes)
+
+
+def test_model_without_a_flat_latent_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no flat latent"):
+        AttributeControl.fit(nn.Linear(2, 2), torch.zeros(3, 1, 28, 28), torch.zeros(3, 6))
+
+
+# ------------------------------------------------------------------ calibration file
+
+
+def test_calibration_saves_and_loads_back(tmp_path: Path) -> None:
+    control, images = exact_control()
+    path = control.save(calibration_path(tmp_path / "last.ckpt"))
+    assert path == tmp_path / "last.control.json" and path.stat().st_size < 20_000
+    loaded = AttributeControl.load(path, ExactModel(), measure=ExactModel.measure)
+    for name, cal in control.calibrations.items():
+        other = loaded.calibrations[name]
+        assert other.dim == cal.dim and other.std == cal.std and torch.equal(other.grid, cal.grid)
+        assert torch.equal(other.response, cal.response)
+    assert torch.equal(loaded.edit(images[:8], {"area": 0.7}), control.edit(images[:8], {"area": 0.7}))
+
+
+def test_calibration_of_another_model_or_a_foreign_file_is_refused(tmp_path: Path) -> None:
+    control, _ = exact_control()
+    path = control.save(tmp_path / "c.json")
+    with pytest.raises(ConfigError, match="calibrated for a ExactModel with latent_dim 12"):
+        AttributeControl.load(path, BarModel())
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ConfigError, match="bad.json: not a genvae attribute-control calibration"):
+        AttributeControl.load(tmp_path / "bad.json", ExactModel())
+
+
+# ------------------------------------------------------------------ closed-loop evaluation
+
+
+def test_evaluation_of_an_exact_model_gives_no_error_no_leakage_full_identity() -> None:
+    control, images = exact_control(tolerance=1e-4, rounds=10)
+    labels = torch.arange(len(images)) % 10
+
+    def classify(x: torch.Tensor) -> torch.Tensor:  # reads the label back from a pixel the edits never touch
+        return nn.functional.one_hot(torch.arange(len(x)) % 10, 10).float()
+
+    results = control_evaluation(control, images[:40], labels[:40], classify, names=["thickness", "width"])
+    assert results["error"] < 1e-3 and results["error/thickness/-2std"] < 1e-3
+    assert results["leakage"] < 1e-6 and results["leakage/width/area"] < 1e-6
+    assert results["identity"] == 1.0 and results["identity_1std"] == 1.0
+    table = control_table(results)
+    assert "| thickness |" in table and "error +1std" in table and "identity" in table
