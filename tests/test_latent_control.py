@@ -15,6 +15,8 @@ from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, ExtrapolationWarning, calibration_path
 from genvae.latent.evaluation import control_evaluation, control_table
 
+from .conftest import REPO
+
 # ------------------------------------------------------------------ synthetic models with known answers
 
 
@@ -209,3 +211,58 @@ def test_evaluation_of_an_exact_model_gives_no_error_no_leakage_full_identity() 
     assert results["identity"] == 1.0 and results["identity_1std"] == 1.0
     table = control_table(results)
     assert "| thickness |" in table and "error +1std" in table and "identity" in table
+
+
+# ------------------------------------------------------------------ test-time callback and CLI
+
+
+def test_callback_logs_control_metrics_table_grid_and_calibration(tiny_mnist: Path, tmp_path: Path) -> None:
+    from .test_cli import checkpoint_of, run_cli
+
+    ckpt = checkpoint_of("arvae", tiny_mnist, tmp_path)
+    classifier = checkpoint_of("classifier", tiny_mnist, tmp_path)
+    callback = {
+        "class_path": "genvae.callbacks.AttributeControlEvaluation",
+        "init_args": {
+            "classifier_checkpoint": str(classifier),
+            "num_images": 12,
+            "calibration_images": 24,
+            "steps": [-1.0, 1.0],
+            "attributes": ["thickness", "width"],
+            "grid_attributes": ["slant"],
+            "grid_rows": 2,
+            "rounds": 2,
+        },
+    }
+    overlay = tmp_path / "control.yaml"
+    overlay.write_text(json.dumps({"trainer": {"callbacks": [callback], "logger": False}}))
+    run_cli(
+        [
+            "test",
+            "--config",
+            str(REPO / "experiments" / "arvae.yaml"),
+            "--config",
+            str(overlay),
+            "--data.init_args.root",
+            str(tiny_mnist),
+            "--trainer.accelerator",
+            "cpu",
+            "--ckpt_path",
+            str(ckpt),
+        ],
+        tmp_path,
+    )
+    metrics = json.loads(ckpt.with_name("last.metrics.json").read_text())
+    for key in (
+        "error/thickness/+1std",
+        "error/width",
+        "leakage/thickness/area",
+        "identity",
+        "identity_1std",
+    ):
+        assert f"test/control/{key}" in metrics, key
+    assert "test/control/error/slant" not in metrics  # only the evaluated attributes
+    assert "| thickness |" in ckpt.with_name("last.control.md").read_text()
+    control = json.loads(ckpt.with_name("last.control.json").read_text())
+    assert control["attributes"]["thickness"]["dim"] == 0 and control["attributes"]["slant"]["dim"] == 1
+    assert len(list((tmp_path / "figures" / "test" / "control" / "grid" / "slant").glob("*.png"))) == 1

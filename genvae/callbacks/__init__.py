@@ -1,5 +1,6 @@
 """Lightning callbacks shipped with genvae."""
 
+from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, SampleQuality
 from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
 from genvae.callbacks.progress import EpochSummary
@@ -7,6 +8,7 @@ from genvae.callbacks.speed import SpeedUp
 from genvae.callbacks.traversal import LatentTraversal
 
 __all__ = [
+    "AttributeControlEvaluation",
     "EpochSummary",
     "ImportanceWeightedNLL",
     "Interpolation",

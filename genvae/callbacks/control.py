@@ -1,0 +1,180 @@
+"""Closed-loop attribute-control evaluation at test end: thin glue around :mod:`genvae.latent`.
+
+At the end of the test epoch the model's :class:`~genvae.latent.control.AttributeControl` is calibrated on
+the first ``calibration_images`` training images (the datamodule's train split; the test images after the
+evaluated ones when there is none), saved as ``<checkpoint stem>.control.json`` beside the tested checkpoint
+(``genvae edit`` loads it from there), and evaluated on the first ``num_images`` test digits with
+:func:`~genvae.latent.evaluation.control_evaluation`. In YAML::
+
+    trainer:
+      callbacks:
+        - class_path: genvae.callbacks.AttributeControlEvaluation
+          init_args: {classifier_checkpoint: checkpoints/classifier/mnist-classifier.ckpt}
+
+Logged as ``test/control/<key>`` (``pl_module.log(..., sync_dist=False)``, global rank 0 computes them) so
+:class:`~genvae.callbacks.MetricsJSON` writes them: ``error/<a>/<step>``, ``error/<a>``, ``error``,
+``leakage/<a>/<b>``, ``leakage/<a>``, ``leakage`` and, with a classifier, ``identity/...``. The Markdown
+table goes to ``<checkpoint stem>.control.md`` (else ``control.md`` in the log dir), and one edit grid per
+``grid_attributes`` entry is logged as ``test/control/grid/<attribute>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from genvae.callbacks.evaluation import load_classifier
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.errors import ConfigError
+from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
+from genvae.latent.evaluation import DEFAULT_STEPS, control_evaluation, control_table
+from genvae.latent.grid import edit_grid, format_request, grid_figure
+from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.images import figure_to_array, log_image
+
+__all__ = ["AttributeControlEvaluation"]
+
+PREFIX = "test/control"
+
+
+class AttributeControlEvaluation(L.Callback):
+    """Calibrate attribute control, measure edits in closed loop, log the metrics, table and edit grids.
+
+    Args:
+        classifier_checkpoint: genvae Classifier checkpoint for identity preservation (None: no identity).
+        num_images: test digits edited (the first of the test set).
+        calibration_images: images the calibration is fitted on.
+        steps: requested changes in attribute standard deviations.
+        attributes: attributes evaluated (default: all six).
+        grid_attributes: one edit-grid figure per attribute.
+        grid_rows: test digits (rows) of each grid.
+        grid_steps: columns of each grid: requested changes in attribute stds (shown in physical units).
+        rounds: closed-loop refinement rounds per edit.
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: str | None = None,
+        num_images: int = 1000,
+        calibration_images: int = 1000,
+        steps: list[float] | None = None,
+        attributes: list[str] | None = None,
+        grid_attributes: list[str] | None = None,
+        grid_rows: int = 6,
+        grid_steps: list[float] | None = None,
+        rounds: int = 6,
+    ) -> None:
+        names = list(ATTRIBUTE_NAMES if attributes is None else attributes)
+        grid_names = ["thickness", "slant"] if grid_attributes is None else list(grid_attributes)
+        unknown = sorted(set(names + grid_names) - set(ATTRIBUTE_NAMES))
+        if unknown:
+            raise ConfigError(
+                f"AttributeControlEvaluation: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
+            )
+        if num_images < 3 or calibration_images < 3 or grid_rows < 1 or rounds < 0:
+            raise ConfigError(
+                "AttributeControlEvaluation: num_images and calibration_images must be >= 3, grid_rows >= 1, "
+                "rounds >= 0"
+            )
+        self.classifier_checkpoint = classifier_checkpoint
+        self.num_images = num_images
+        self.calibration_images = calibration_images
+        self.steps = tuple(float(s) for s in (DEFAULT_STEPS if steps is None else steps))
+        self.names = names
+        self.grid_names = grid_names
+        self.grid_rows = grid_rows
+        self.grid_steps = [float(s) for s in ([-2, -1, 0, 1, 2] if grid_steps is None else grid_steps)]
+        self.rounds = rounds
+        self.classifier: L.LightningModule | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "test":
+            return
+        check_flat_latent(pl_module, "AttributeControlEvaluation")
+        if self.classifier_checkpoint is not None:
+            self.classifier = load_classifier(self.classifier_checkpoint, pl_module.device).eval()
+
+    # ------------------------------------------------------------------ data
+    @staticmethod
+    def _test_examples(trainer: L.Trainer, n: int) -> dict[str, Tensor]:
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        parts: dict[str, list[Tensor]] = {"image": [], "label": [], "attributes": []}
+        count = 0
+        for batch in loader:
+            for key in parts:
+                if key in batch:
+                    parts[key].append(batch[key])
+            count += len(batch["image"])
+            if count >= n:
+                break
+        return {key: torch.cat(values)[:n] for key, values in parts.items() if values}
+
+    def _calibration_set(self, trainer: L.Trainer, test: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
+        train = splits.get("train")
+        source, take = train, slice(0, self.calibration_images)
+        if train is None or len(train["image"]) < 3:  # the test digits after the evaluated ones
+            source = self._test_examples(trainer, self.num_images + self.calibration_images)
+            take = (
+                slice(self.num_images, None) if len(source["image"]) - self.num_images >= 3 else slice(None)
+            )
+        attributes = source.get("attributes")
+        return source["image"][take], None if attributes is None else attributes[take]
+
+    # ------------------------------------------------------------------ evaluation
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        test = self._test_examples(trainer, self.num_images)
+        images, attributes = self._calibration_set(trainer, test)
+        device = pl_module.device
+        images = images.to(device)
+        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+        if attributes is None:
+            attributes = morpho_attributes(images)
+        names = sorted(set(self.names + self.grid_names), key=ATTRIBUTE_NAMES.index)
+        control = AttributeControl.fit(pl_module, images, attributes.to(device), names, rounds=self.rounds)
+        control.save(self._output(trainer, "control.json"))
+        classify = None if self.classifier is None else self.classifier.to(device)
+        labels = test.get("label")
+        results = control_evaluation(control, test["image"].float(), labels, classify, self.steps, self.names)
+        for key, value in results.items():
+            pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)
+        atomic_write_bytes(
+            self._output(trainer, "control.md"), control_table(results, self.names, self.steps).encode()
+        )
+        self._log_grids(trainer, control, test)
+
+    def _output(self, trainer: L.Trainer, suffix: str) -> Path:
+        """``<checkpoint stem>.<suffix>`` beside the tested checkpoint, else ``<suffix>`` in the log dir."""
+        if trainer.ckpt_path:
+            path = calibration_path(trainer.ckpt_path)
+            return path.with_name(path.name.replace("control.json", suffix))
+        return Path(trainer.log_dir or trainer.default_root_dir) / suffix
+
+    def _log_grids(self, trainer: L.Trainer, control: AttributeControl, test: dict[str, Tensor]) -> None:
+        rows = test["image"][: self.grid_rows].float()
+        labels = test.get("label")
+        row_titles = [f"digit {int(labels[i])}" if labels is not None else f"#{i}" for i in range(len(rows))]
+        for name in self.grid_names:
+            std = control.calibrations[name].std
+            values = [step * std for step in self.grid_steps]
+            images, measured = edit_grid(control, rows, name, values, [False] * len(values))
+            titles = [
+                f"{format_request(v, False, name)}\n({s:+g} std)"
+                for v, s in zip(values, self.grid_steps, strict=True)
+            ]
+            figure = grid_figure(
+                images,
+                measured,
+                name,
+                titles,
+                row_titles,
+                f"{type(control.model).__name__}: edits of {name}",
+                originals=rows,
+            )
+            log_image(trainer, f"{PREFIX}/grid/{name}", figure_to_array(figure))
