@@ -33,6 +33,8 @@ EXPECTED = [
     "test/elbo",
     *(f"test/{name}" for name in DISENTANGLEMENT),
     *(f"test/interpretability/{name}" for name in ATTRIBUTE_NAMES),
+    "test/morpho/fmd",
+    *(f"test/morpho/{kind}/{name}" for kind in ("w1", "ks", "recon_mae") for name in ATTRIBUTE_NAMES),
 ]
 
 
@@ -108,6 +110,7 @@ def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pyt
     names = [c["class_path"].rsplit(".", 1)[-1] for c in callbacks]
     assert names == [
         "SampleQuality",
+        "MorphometricFidelity",
         "ImportanceWeightedNLL",
         "LatentTraversal",
         "Reconstructions",
@@ -171,6 +174,8 @@ def test_genvae_test_prints_and_writes_every_metric(
         "test/samples",
         "test/interpolation",
         "test/latent_scatter",
+        "test/morpho/distributions",
+        "test/morpho/reconstruction",
     } <= figures
 
 
@@ -203,7 +208,7 @@ def test_a_missing_classifier_checkpoint_is_one_clear_line(
     errors = [line for line in err.splitlines() if line.startswith("genvae: error:")]
     assert len(errors) == 1
     assert errors[0].startswith(
-        f"genvae: error: SampleQuality.classifier_checkpoint: file {CLASSIFIER} not found"
+        f"genvae: error: {CLASSIFIER}: classifier checkpoint not found (given as SampleQuality.classifier_checkpoint)"
     )
 
 

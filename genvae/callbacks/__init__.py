@@ -3,6 +3,7 @@
 from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, SampleQuality
 from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
+from genvae.callbacks.morphometry import MorphometricFidelity
 from genvae.callbacks.progress import EpochSummary
 from genvae.callbacks.speed import SpeedUp
 from genvae.callbacks.traversal import LatentTraversal
@@ -15,6 +16,7 @@ __all__ = [
     "LatentScatter",
     "LatentTraversal",
     "MetricsJSON",
+    "MorphometricFidelity",
     "Reconstructions",
     "SampleQuality",
     "Samples",
