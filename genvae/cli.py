@@ -93,6 +93,11 @@ class GenVAECLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``genvae`` console script (``args`` = command line without the program name)."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["edit"]:  # attribute edits in physical units: genvae/commands/edit.py
+        from genvae.commands.edit import main as edit
+
+        return edit(argv[1:])
     try:
         GenVAECLI(
             L.LightningModule,

@@ -216,10 +216,21 @@ def test_evaluation_of_an_exact_model_gives_no_error_no_leakage_full_identity() 
 # ------------------------------------------------------------------ test-time callback and CLI
 
 
-def test_callback_logs_control_metrics_table_grid_and_calibration(tiny_mnist: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def arvae_ckpt(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An AR-VAE (experiments/arvae.yaml) trained one step on the tiny data."""
+    from .test_cli import checkpoint_of
+
+    return checkpoint_of("arvae", tiny_mnist, tmp_path_factory.mktemp("arvae"))
+
+
+def test_callback_logs_control_metrics_table_grid_and_calibration(
+    arvae_ckpt: Path, tiny_mnist: Path, tmp_path: Path
+) -> None:
     from .test_cli import checkpoint_of, run_cli
 
-    ckpt = checkpoint_of("arvae", tiny_mnist, tmp_path)
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(arvae_ckpt.read_bytes())
     classifier = checkpoint_of("classifier", tiny_mnist, tmp_path)
     callback = {
         "class_path": "genvae.callbacks.AttributeControlEvaluation",
@@ -266,3 +277,73 @@ def test_callback_logs_control_metrics_table_grid_and_calibration(tiny_mnist: Pa
     control = json.loads(ckpt.with_name("last.control.json").read_text())
     assert control["attributes"]["thickness"]["dim"] == 0 and control["attributes"]["slant"]["dim"] == 1
     assert len(list((tmp_path / "figures" / "test" / "control" / "grid" / "slant").glob("*.png"))) == 1
+
+
+def edit_cli(ckpt: Path, data: Path, *args: str) -> None:
+    from genvae.cli import main
+
+    main(
+        ["edit", "--config", str(REPO / "experiments" / "arvae.yaml"), "--data.init_args.root", str(data)]
+        + ["--ckpt_path", str(ckpt), "--calibration_images", "40", "--rounds", "2", *args]
+    )
+
+
+def test_edit_command_writes_the_figure_and_the_calibration(
+    arvae_ckpt: Path, tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(arvae_ckpt.read_bytes())
+    out = tmp_path / "edits.png"
+    edit_cli(
+        ckpt,
+        tiny_mnist,
+        "--set",
+        "thickness=+1.0",
+        "--set",
+        "slant=-0.2",
+        "--indices",
+        "0:3",
+        "--out",
+        str(out),
+    )
+    assert "thickness +1 px: median |achieved - requested|" in capsys.readouterr().err
+    assert (tmp_path / "model.control.json").is_file()  # fitted once, reused below
+    grid = tmp_path / "grid.png"
+    edit_cli(ckpt, tiny_mnist, "--grid", "width=-1,+0,+1,12", "--indices", "2:4", "--out", str(grid))
+    from PIL import Image
+
+    for path in (out, grid):
+        image = Image.open(path)
+        assert image.width > 300 and image.height > 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "colour=+1"], "--set: unknown attribute 'colour'; choose from"),
+        (["--set", "thickness=+1", "--indices", "5:2"], "--indices: '5:2' is not a non-empty range"),
+        (["--set", "thickness=+1", "--indices", "0:100000"], "within [0, 100] of the 100 test images"),
+        (["--grid", "slant=0.1,x"], "--grid: slant='x' is not a number"),
+    ],
+)
+def test_edit_command_bad_input_is_one_line(
+    arvae_ckpt: Path, tiny_mnist: Path, args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        edit_cli(arvae_ckpt, tiny_mnist, *args, "--calibration", str(arvae_ckpt.with_name("none.json")))
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genvae: error: ") and message in err[-1], err
+
+
+def test_edit_command_refuses_a_model_without_a_flat_latent(tiny_mnist: Path, tmp_path: Path, capsys) -> None:
+    from genvae.cli import main
+
+    ckpt = tmp_path / "vq.ckpt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main(
+            ["edit", "--config", str(REPO / "experiments" / "vqvae.yaml"), "--ckpt_path", str(ckpt)]
+            + ["--data.init_args.root", str(tiny_mnist), "--set", "thickness=+1"]
+        )
+    assert "genvae: error: genvae edit: VQVAE has no flat latent" in capsys.readouterr().err

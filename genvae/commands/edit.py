@@ -1,0 +1,212 @@
+"""``genvae edit``: edit test digits in physical units of their Morpho-MNIST attributes.
+
+    genvae edit --config experiments/arvae.yaml --data.init_args.root path/to/mnist \\
+        --ckpt_path run/last.ckpt --set thickness=+1.0 --set slant=-0.2 --indices 0:16 --out edits.png
+    genvae edit --config experiments/arvae.yaml --ckpt_path run/last.ckpt \\
+        --grid thickness=-1,-0.5,+0,+0.5,+1 --indices 0:8 --out thickness.png
+
+``NAME=+1.0`` / ``NAME=-0.2`` (a sign) asks for a change relative to the attribute of the unedited
+reconstruction, ``NAME=3.0`` (no sign) for an absolute value, in the attribute's unit (px, rad, px^2). The
+model and the data come from the same ``--config`` files (and any ``--data.*`` / ``--model.*`` overrides) as
+``genvae fit/test``, parsed by :class:`genvae.cli.GenVAECLI`; the weights from ``--ckpt_path``. The
+calibration (:class:`~genvae.latent.control.AttributeControl`) is read from ``<checkpoint stem>.control.json``
+beside the checkpoint (written by ``genvae test`` with the ``AttributeControlEvaluation`` callback, or by an
+earlier ``genvae edit``); without one it is fitted on the first ``--calibration_images`` training images and
+saved there. ``--set`` draws input, reconstruction and edit per digit; ``--grid`` one column per value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.errors import ConfigError
+from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
+from genvae.latent.grid import comparison_figure, edit_grid, format_request, grid_figure
+from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.images import figure_to_array, png_bytes
+
+__all__ = ["main", "parse_indices", "parse_request"]
+
+
+def parse_request(text: str, key: str) -> tuple[str, list[tuple[float, bool]]]:
+    """``"thickness=+1"`` -> ``("thickness", [(1.0, False)])``; comma-separated values; no sign = absolute."""
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or not values.strip():
+        raise ConfigError(f"{key}: expected NAME=VALUE (e.g. thickness=+1.0), got {text!r}")
+    if name not in ATTRIBUTE_NAMES:
+        raise ConfigError(f"{key}: unknown attribute {name!r}; choose from {list(ATTRIBUTE_NAMES)}")
+    parsed = []
+    for item in values.split(","):
+        item = item.strip()
+        try:
+            value = float(item)
+        except ValueError:
+            raise ConfigError(f"{key}: {name}={item!r} is not a number") from None
+        parsed.append((value, not item.startswith(("+", "-"))))
+    return name, parsed
+
+
+def parse_indices(text: str, count: int | None = None) -> range:
+    """``"0:16"`` -> ``range(0, 16)`` (``"5"`` is one digit), checked against ``count`` test images."""
+    start, sep, stop = text.partition(":")
+    try:
+        first = int(start) if start.strip() else 0
+        last = (int(stop) if stop.strip() else count) if sep else first + 1
+    except ValueError:
+        raise ConfigError(
+            f"--indices: {text!r} is not a range START:STOP of test images (e.g. 0:16)"
+        ) from None
+    if last is None:
+        return range(first, first)  # checked once the data is loaded
+    if not 0 <= first < last or (count is not None and last > count):
+        limit = f" of the {count} test images" if count is not None else ""
+        raise ConfigError(
+            f"--indices: {text!r} is not a non-empty range START:STOP within [0, {count}]{limit}"
+        )
+    return range(first, last)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genvae edit",
+        description="Edit test digits in physical units of their Morpho-MNIST attributes. Other arguments "
+        "(--data.init_args.root ...) go to the config parser of genvae fit/test.",
+    )
+    parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of the model")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--set", action="append", metavar="NAME=VALUE", help="+x/-x: change, x: absolute")
+    mode.add_argument("--grid", metavar="NAME=V1,V2,...", help="one column per requested value")
+    parser.add_argument("--indices", default="0:8", help="test images START:STOP (default 0:8)")
+    parser.add_argument("--out", default="edits.png", help="PNG file written")
+    parser.add_argument("--calibration", help="calibration JSON (default <checkpoint stem>.control.json)")
+    parser.add_argument(
+        "--calibration_images", type=int, default=1000, help="training images to calibrate on"
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="closed-loop refinement rounds")
+    return parser
+
+
+def _load(
+    configs: list[str], overrides: list[str], ckpt_path: Path
+) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The configured model with the checkpoint's weights, and the configured datamodule, set up."""
+    from genvae.cli import GenVAECLI
+
+    if not ckpt_path.is_file():
+        raise ConfigError(f"--ckpt_path: file {ckpt_path} not found")
+    args = [arg for config in configs for arg in ("--config", config)] + overrides
+    cli = GenVAECLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_callback=None,
+        trainer_defaults={"callbacks": []},
+        run=False,
+        args=[*args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
+    )
+    model, datamodule = cli.model, cli.datamodule
+    check_flat_latent(model, "genvae edit")
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    except Exception as err:  # not a checkpoint, another model's weights, ...
+        raise ConfigError(
+            f"--ckpt_path: {ckpt_path} is not a checkpoint of this {type(model).__name__} ({err})"
+        ) from None
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return model, datamodule
+
+
+def _control(
+    model: L.LightningModule, datamodule: L.LightningDataModule, options: argparse.Namespace
+) -> AttributeControl:
+    """The saved calibration, or one fitted on training images and saved beside the checkpoint."""
+    path = Path(options.calibration) if options.calibration else calibration_path(options.ckpt_path)
+    if path.is_file():
+        return AttributeControl.load(path, model, rounds=options.rounds)
+    if options.calibration:
+        raise ConfigError(f"--calibration: file {path} not found")
+    train = datamodule.splits["train"]
+    images = train["image"][: options.calibration_images].to(model.device).float().div(255.0)
+    attributes = train.get("attributes")
+    attributes = morpho_attributes(images) if attributes is None else attributes[: options.calibration_images]
+    control = AttributeControl.fit(model, images, attributes.to(model.device), rounds=options.rounds)
+    try:
+        control.save(path)
+        print(f"calibration -> {path}", file=sys.stderr)
+    except OSError as err:
+        warnings.warn(f"genvae edit: cannot save the calibration to {path} ({err})", stacklevel=1)
+    return control
+
+
+def run(options: argparse.Namespace, overrides: list[str]) -> Path:
+    """Parse the requests, load model and data, edit, draw and write ``--out``; return its path."""
+    requests = dict(parse_request(text, "--set") for text in options.set or [])
+    if any(len(values) != 1 for values in requests.values()):
+        raise ConfigError("--set: one value per attribute (use --grid for several)")
+    grid = parse_request(options.grid, "--grid") if options.grid else None
+    parse_indices(options.indices)  # the syntax, before the (slow) model and data
+    if options.calibration_images < 3 or options.rounds < 0:
+        raise ConfigError("--calibration_images must be >= 3 and --rounds >= 0")
+    options.ckpt_path = Path(options.ckpt_path)
+    model, datamodule = _load(options.config, overrides, options.ckpt_path)
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    test = datamodule.splits["test"]
+    indices = parse_indices(options.indices, len(test["image"]))
+    take = torch.tensor(list(indices), device=test["image"].device)
+    images = test["image"].index_select(0, take).to(model.device).float().div(255.0)
+    rows = [
+        f"#{i}: digit {int(label)}" for i, label in zip(indices, test["label"][take].tolist(), strict=True)
+    ]
+    control = _control(model, datamodule, options)
+    title = f"{type(model).__name__} {options.ckpt_path.name}"
+    if grid is not None:
+        name, values = grid
+        edited, measured = edit_grid(control, images, name, [v for v, _ in values], [a for _, a in values])
+        titles = [format_request(v, a, name) for v, a in values]
+        figure = grid_figure(edited, measured, name, titles, rows, title, originals=images)
+    else:
+        changes = {n: v[0][0] for n, v in requests.items() if not v[0][1]}
+        absolute = {n: v[0][0] for n, v in requests.items() if v[0][1]}
+        result = control.apply(images, changes, absolute=absolute)
+        asked = {n: format_request(v[0][0], v[0][1], n) for n, v in requests.items()}
+        figure = comparison_figure(
+            images, result.reconstruction, result.images, result.original, result.measured, asked, rows, title
+        )
+        for name in requests:
+            column = ATTRIBUTE_NAMES.index(name)
+            error = (result.measured[:, column] - result.target[:, column]).abs().nanmedian()
+            print(
+                f"{name} {asked[name]}: median |achieved - requested| = {float(error):.3g}", file=sys.stderr
+            )
+    out = Path(options.out)
+    atomic_write_bytes(out, png_bytes(figure_to_array(figure)))
+    print(f"edits -> {out}")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """``genvae edit`` with ``argv`` (without ``genvae edit``); one-line ``genvae: error:`` on bad input."""
+    from genvae.cli import find_config_error
+
+    options, overrides = build_parser().parse_known_args(argv)
+    try:
+        run(options, overrides)
+    except Exception as err:
+        config_error = find_config_error(err)
+        if config_error is None:
+            raise
+        print(f"genvae: error: {config_error}", file=sys.stderr)
+        raise SystemExit(2) from None
