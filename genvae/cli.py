@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
+from genvae.callbacks.predictions import PredictionWriter
 from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.errors import ConfigError
 from genvae.utils.atomic import atomic_write_bytes
@@ -57,6 +58,7 @@ DEFAULT_CALLBACKS: tuple[type[L.Callback], ...] = (
     FiniteLossGuard,
     RNGStateCheckpoint,
     MetricsJSON,
+    PredictionWriter,  # acts in predict only: <log dir>/predictions.npz
 )
 
 
