@@ -5,28 +5,36 @@ The datamodule's ``image_shape`` is linked into the model after the datamodule i
 
 Every run also gets: the resolved config saved next to the logs and, with a ``WandbLogger``, sent to W&B
 (:class:`SaveConfigToLoggers`); a stop at the first NaN/inf loss (:class:`FiniteLossGuard`); generator
-states in checkpoints for exact resumption (:class:`RNGStateCheckpoint`).
+states in checkpoints for exact resumption (:class:`RNGStateCheckpoint`); checkpoints written atomically
+(:class:`~genvae.checkpoints.AtomicCheckpointIO`); a ``CSVLogger`` under ``trainer.default_root_dir`` when
+the config names no logger; and a ``--ckpt_path`` checked before use (:func:`~genvae.checkpoints.read_checkpoint`:
+one-line errors, and no checkpoint of another model family silently replacing the configured model).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.predictions import PredictionWriter
 from genvae.callbacks.rng import RNGStateCheckpoint
+from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint
 from genvae.errors import ConfigError
 from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.console import silence_unactionable_notices
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
 
@@ -71,26 +79,83 @@ def default_callbacks(configured: list[L.Callback]) -> list[L.Callback]:
     return [cls() for cls in DEFAULT_CALLBACKS if not any(isinstance(cb, cls) for cb in configured)]
 
 
+# ``--ckpt_path`` values that Lightning resolves itself (to a file that its own callbacks wrote).
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def prepare_wandb_logger(logger: WandbLogger) -> None:
+    """Set up a ``WandbLogger`` before its run starts, avoiding two W&B warnings at their source.
+
+    Lightning always passes ``anonymous=None`` to ``wandb.init``, which W&B (>= 0.19) reports as "The
+    anonymous setting has no effect"; and W&B looks for the git repository from the run folder
+    (``save_dir``) before creating it ("git root runs does not exist"), recording no commit.
+    """
+    init = logger._wandb_init  # the keyword arguments of wandb.init
+    if init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    if init.get("dir"):
+        Path(init["dir"]).mkdir(parents=True, exist_ok=True)
+
+
 class GenVAECLI(LightningCLI):
-    """LightningCLI with the data -> model links genvae relies on, and the default callbacks of every run."""
+    """LightningCLI with the data -> model links genvae relies on, and the defaults of every run."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """The trainer, with :func:`default_callbacks` appended to the configured callbacks.
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before LightningCLI merges the checkpoint's hyperparameters into the config.
 
-        LightningCLI appends ``trainer_defaults["callbacks"]`` to ``trainer.callbacks`` (whatever the config
-        sets there); they are computed here, once the configured callbacks are instantiated.
+        The merge (``LightningCLI._parse_ckpt_path``) replaces the configured model class by the one recorded
+        in the checkpoint; a checkpoint of another class is refused here, naming both.
         """
-        trainer_config = self._get(self.config_init, "trainer", default={})
-        configured = kwargs.get("callbacks", trainer_config.get("callbacks"))
-        if configured is None:
-            configured = []
-        elif not isinstance(configured, list):
-            configured = [configured]
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        special = (
+            ckpt_path in SPECIAL_CKPT_PATHS
+            or "://" in str(ckpt_path)
+            or str(ckpt_path).startswith("registry")
+        )
+        if ckpt_path and not (special and not Path(ckpt_path).exists()):
+            model_class = self.config[subcommand].get("model", {}).get("class_path")
+            read_checkpoint(ckpt_path, expected_class=model_class, key="--ckpt_path")
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, with genvae's defaults added to what the config sets.
+
+        - :func:`default_callbacks` after the configured callbacks (LightningCLI appends
+          ``trainer_defaults["callbacks"]`` to ``trainer.callbacks``, whatever the config sets there);
+        - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
+        - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
+          when the config leaves ``trainer.logger`` unset or ``true``;
+        - outside ``fit``, no ``ModelCheckpoint`` (it saves nothing there) and, through
+          :class:`EvaluationCheckpointIO`, no restoring of its state from ``--ckpt_path`` (which only
+          warned that "the dirpath has changed").
+        """
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        configured = _as_list(trainer_config.get("callbacks"))
+        fitting = self.subcommand in (None, "fit")
+        if not fitting:
+            configured = [cb for cb in configured if not isinstance(cb, ModelCheckpoint)]
+            kwargs["callbacks"], kwargs["enable_checkpointing"] = configured, False
         self.trainer_defaults["callbacks"] = default_callbacks(configured)
-        return super().instantiate_trainer(**kwargs)
+        plugins = _as_list(trainer_config.get("plugins"))
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO() if fitting else EvaluationCheckpointIO()]
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = CSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
+        trainer = super().instantiate_trainer(**kwargs)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                prepare_wandb_logger(logger)
+        return trainer
 
 
 def main(args: list[str] | None = None) -> None:
@@ -100,6 +165,7 @@ def main(args: list[str] | None = None) -> None:
         from genvae.commands.edit import main as edit
 
         return edit(argv[1:])
+    silence_unactionable_notices()
     try:
         GenVAECLI(
             L.LightningModule,

@@ -205,7 +205,9 @@ def test_sample_quality_needs_an_existing_classifier_checkpoint(tiny_mnist: Path
         accelerator="cpu", logger=False, callbacks=[SampleQuality(str(tmp_path / "none.ckpt"))]
     )
     data = MNISTDataModule(root=str(tiny_mnist), attributes=False)
-    with pytest.raises(ConfigError, match=r"classifier_checkpoint: file .*none.ckpt not found"):
+    with pytest.raises(
+        ConfigError, match=r"none.ckpt: classifier checkpoint not found \(given as SampleQuality"
+    ):
         trainer.test(tiny_vae(2), datamodule=data, verbose=False)
 
 

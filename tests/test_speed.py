@@ -108,7 +108,7 @@ def test_speedup_callback_trains_and_checkpoint_reloads_uncompiled(tiny_mnist: P
     assert trainer.global_step == 3
     assert model.backbone.encoder._compiled_call_impl is not None
     assert model.backbone.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     path = tmp_path / "speed.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

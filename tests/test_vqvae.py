@@ -316,17 +316,19 @@ def test_prior_nll_drops_when_fitting_fixed_codes(vqvae_checkpoint: Path) -> Non
 def test_prior_checkpoint_errors_are_one_clear_config_error(tiny_mnist: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="vqvae_checkpoint is required"):
         VQPrior()
-    with pytest.raises(ConfigError, match="vqvae_checkpoint: file .*missing.ckpt not found"):
+    with pytest.raises(
+        ConfigError, match=r"missing.ckpt: checkpoint file not found \(given as model.init_args.vqvae"
+    ):
         VQPrior(vqvae_checkpoint=str(tmp_path / "missing.ckpt"))
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="junk.ckpt: not a PyTorch checkpoint"):
         VQPrior(vqvae_checkpoint=str(junk))
     vae = VAE(latent_dim=2, backbone="mlp", backbone_kwargs={"hidden": [8]})
     trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(vae, MNISTDataModule(root=str(tiny_mnist), batch_size=32, attributes=False))
     trainer.save_checkpoint(tmp_path / "vae.ckpt")
-    with pytest.raises(ConfigError, match="is not a VQ-VAE checkpoint"):
+    with pytest.raises(ConfigError, match="vae.ckpt: not a VQ-VAE checkpoint"):
         VQPrior(vqvae_checkpoint=str(tmp_path / "vae.ckpt"))
 
 

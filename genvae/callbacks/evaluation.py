@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.metrics.sample_quality import ClassifierFeatures, SampleQualityMetric
 from genvae.utils.atomic import atomic_write_bytes
@@ -33,21 +34,21 @@ __all__ = ["ImportanceWeightedNLL", "MetricsJSON", "SampleQuality", "load_classi
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> L.LightningModule:
-    """A :class:`genvae.models.Classifier` from its checkpoint, or a ConfigError naming the file."""
+    """A :class:`genvae.models.Classifier` from its checkpoint, or a ConfigError ``"<path>: <cause>"``."""
     from genvae.models.classifier import Classifier
 
+    key = "SampleQuality.classifier_checkpoint"
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
-            f"SampleQuality.classifier_checkpoint: file {path} not found; train the feature classifier with "
+            f"{path}: classifier checkpoint not found (given as {key}); train the feature classifier with "
             "`genvae fit --config experiments/classifier.yaml` and give its checkpoint path"
         )
+    read_checkpoint(path, expected_class=Classifier, key=key)
     try:
         return Classifier.load_from_checkpoint(path, map_location=device)
-    except Exception as err:  # wrong kind of checkpoint, truncated file, ...
-        raise ConfigError(
-            f"SampleQuality.classifier_checkpoint: {path} is not a genvae Classifier checkpoint ({err})"
-        ) from None
+    except Exception as err:  # a checkpoint of another model that records no class
+        raise ConfigError(f"{path}: not a genvae Classifier checkpoint ({err}) (given as {key})") from None
 
 
 class SampleQuality(L.Callback):

@@ -23,11 +23,36 @@ class StagedModule(L.LightningModule):
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
 
-    @staticmethod
-    def stage_log_options(stage: str, batch_size: int) -> dict[str, Any]:
-        """``self.log`` options of a stage: per step and epoch in training, per epoch and synced otherwise."""
-        training = stage == "train"
-        return {"on_epoch": True, "on_step": training, "sync_dist": not training, "batch_size": batch_size}
+    def log_stage(
+        self, stage: str, values: dict[str, Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("loss",)
+    ) -> None:
+        """Log each value as ``<stage>/<name>``: the one stage logging policy of every genvae module.
+
+        Training: ``<name>_step`` per step (this rank's value) and ``<name>_epoch``, the epoch mean over
+        all ranks. Validation and test: the epoch mean over all ranks. Training values are logged twice
+        rather than once with ``on_step`` and ``on_epoch``, because Lightning all-reduces a value logged
+        with ``sync_dist=True`` at every step when ``on_step`` is set; this way the epoch means cost one
+        all-reduce per epoch, and none is left unsynced (Lightning warns about those under DDP).
+        """
+        for name, value in values.items():
+            key, bar = f"{stage}/{name}", name in prog_bar
+            if stage == "train":
+                self.log(
+                    f"{key}_step", value, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size
+                )
+                self.log(
+                    f"{key}_epoch", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size
+                )
+            else:
+                self.log(
+                    key,
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    sync_dist=True,
+                    prog_bar=bar,
+                    batch_size=batch_size,
+                )
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
@@ -91,10 +116,9 @@ class GenerativeModel(StagedModule):
         terms = self.losses(batch)
         reconstruction = terms.pop("reconstruction")
         terms["mse"] = F.mse_loss(reconstruction.float(), batch["image"].float())
-        options = self.stage_log_options(stage, len(batch["image"]))
         loss = terms.pop("loss")
-        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, **options)
-        self.log_dict({f"{stage}/{name}": value.detach() for name, value in terms.items()}, **options)
+        values = {"loss": loss, **terms}
+        self.log_stage(stage, {name: value.detach() for name, value in values.items()}, len(batch["image"]))
         return loss
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:

@@ -73,11 +73,8 @@ class Classifier(StagedModule):
         logits = self(batch["image"].float())
         loss = F.cross_entropy(logits.float(), batch["label"])
         accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        self.log_dict(
-            {f"{stage}/loss": loss.detach(), f"{stage}/accuracy": accuracy},
-            prog_bar=True,
-            **self.stage_log_options(stage, len(logits)),
-        )
+        values = {"loss": loss.detach(), "accuracy": accuracy}
+        self.log_stage(stage, values, len(logits), prog_bar=("loss", "accuracy"))
         return loss
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:

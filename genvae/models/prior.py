@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
 from genvae.models.vqvae import VQVAE
@@ -27,21 +28,15 @@ def load_vqvae(checkpoint: str | None) -> VQVAE:
     if not checkpoint:
         raise ConfigError(f"{key} is required: the path of a trained VQ-VAE checkpoint (.ckpt)")
     path = Path(checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"{key}: file {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, not a torch file, ...
-        raise ConfigError(f"{key}: cannot read {path} as a checkpoint ({err})") from None
-    weights = state.get("state_dict", {}) if isinstance(state, dict) else {}
-    if "quantizer.codebook" not in weights:
+    state = read_checkpoint(path, expected_class=VQVAE, key=key)
+    if "quantizer.codebook" not in state["state_dict"]:  # also for checkpoints that record no class
         raise ConfigError(
-            f"{key}: {path} is not a VQ-VAE checkpoint (no quantizer.codebook in its state_dict)"
+            f"{path}: not a VQ-VAE checkpoint (no quantizer.codebook in its state_dict) (given as {key})"
         )
     try:
         vqvae = VQVAE.load_from_checkpoint(path, map_location="cpu")
     except Exception as err:
-        raise ConfigError(f"{key}: cannot load {path} as genvae.models.VQVAE ({err})") from None
+        raise ConfigError(f"{path}: cannot load as genvae.models.VQVAE ({err}) (given as {key})") from None
     vqvae.requires_grad_(False)
     return vqvae.eval()
 
@@ -156,9 +151,8 @@ class VQPrior(StagedModule):
     # ----------------------------------------------------------- loop
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         nll = self.nll(self.encode_codes(batch["image"]))
-        options = self.stage_log_options(stage, len(batch["image"]))
-        self.log(f"{stage}/loss", nll.detach(), prog_bar=True, **options)
-        self.log(f"{stage}/bits_per_code", nll.detach() / math.log(2), **options)
+        values = {"loss": nll.detach(), "bits_per_code": nll.detach() / math.log(2)}
+        self.log_stage(stage, values, len(batch["image"]))
         return nll
 
     def on_validation_epoch_end(self) -> None:

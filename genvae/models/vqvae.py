@@ -148,7 +148,10 @@ class VQVAE(GenerativeModel):
             return
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")  # sum of the ranks' histograms
         stats = self.code_statistics(counts)
-        self.log_dict({f"{stage}/{name}": value for name, value in stats.items()}, on_epoch=True)
+        # equal on every rank (summed histograms): sync_dist averages equal values, and spares the DDP warning
+        self.log_dict(
+            {f"{stage}/{name}": value for name, value in stats.items()}, on_epoch=True, sync_dist=True
+        )
 
     def on_train_epoch_start(self) -> None:
         self._histograms.pop("train", None)

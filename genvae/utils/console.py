@@ -1,0 +1,38 @@
+"""Keep the console to what a genvae user can act on: the one place where third-party notices are silenced.
+
+Each filter is narrow (message pattern and category, or the exact logger) and says why. Notices with a cause
+genvae controls are avoided at their source instead (explicit default logger in ``genvae.cli``, synced epoch
+logs in ``genvae.models.base``, no ``ModelCheckpoint`` outside ``fit``, W&B logger set up before init).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["silence_unactionable_notices"]
+
+# Lightning's rank-zero info logger, which prints advertisements for its cloud products on every run.
+_LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+_TIP_PREFIX = "💡 Tip:"
+
+
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... litlogger / litmodels" lines: adverts, not about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TIP_PREFIX)
+
+
+def silence_unactionable_notices() -> None:
+    """Install the filters (idempotent): Lightning's product tips, and torch's ``LeafSpec`` deprecation.
+
+    The deprecation is raised by Lightning's own ``lightning/pytorch/utilities/_pytree.py`` building a
+    ``torch.utils._pytree.LeafSpec`` under torch >= 2.10; only a Lightning release can change it.
+    """
+    logger = logging.getLogger(_LIGHTNING_INFO_LOGGER)
+    if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
+        logger.addFilter(_DropLightningTips())
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
