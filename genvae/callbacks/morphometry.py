@@ -56,10 +56,17 @@ def _panels(title: str) -> tuple[Any, np.ndarray]:
     return figure, axes
 
 
-def distribution_figure(real: Tensor, generated: Tensor, results: dict[str, float], title: str) -> np.ndarray:
+def distribution_figure(
+    real: Tensor,
+    generated: Tensor,
+    results: dict[str, float],
+    title: str,
+    labels: tuple[str, str] = ("test images", "generated"),
+) -> np.ndarray:
     """Histograms (densities) of each attribute of ``real`` and ``generated`` ``[N, 6]``, 2 x 3 panels.
 
-    Bins span the 0.5%-99.5% quantiles of the pooled values; each panel is titled with its W1 and KS.
+    Bins span the 0.5%-99.5% quantiles of the pooled values; each panel is titled with its W1 and KS from
+    ``results`` (:func:`~genvae.metrics.morphometry.attribute_distances`); ``labels`` name the two sets.
     """
     real = real[defined_rows(real)].double().cpu()
     generated = generated[defined_rows(generated)].double().cpu()
@@ -70,7 +77,7 @@ def distribution_figure(real: Tensor, generated: Tensor, results: dict[str, floa
         if len(pooled):
             low, high = torch.quantile(pooled, torch.tensor([0.005, 0.995], dtype=torch.float64)).tolist()
             bins = np.linspace(low, high if high > low else low + 1.0, 41)
-            for values, label in ((real, "test images"), (generated, "generated")):
+            for values, label in zip((real, generated), labels, strict=True):
                 ax.hist(values[:, j].numpy(), bins=bins, density=True, histtype="step", label=label)
         w1, ks = results.get(f"w1/{name}", math.nan), results.get(f"ks/{name}", math.nan)
         ax.set_title(f"{name}: W1 {w1:.3g} {unit}, KS {ks:.2f}", fontsize=10)
