@@ -10,9 +10,16 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from tqdm import tqdm
 
-from genvae.data.attributes import ALGORITHM_VERSION, ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.attributes import (
+    ALGORITHM_VERSION,
+    ATTRIBUTE_NAMES,
+    CPU_CHUNK,
+    GPU_CHUNK,
+    morpho_attributes,
+)
 from genvae.data.idx import read_idx
 from genvae.data.loader import TensorBatchLoader
 from genvae.errors import ConfigError
@@ -26,6 +33,28 @@ _FILE_STEMS: dict[Split, tuple[str, str]] = {
 }
 # torchvision class name (also its download folder: <root>/<name>/raw) per dataset
 _TORCHVISION_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def attribute_checksum(values: torch.Tensor) -> str:
+    """SHA-256 of an attribute tensor's float32 bytes: stored beside the values, checked on every read."""
+    return hashlib.sha256(values.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def attributes_with_progress(images: torch.Tensor, description: str) -> torch.Tensor:
+    """:func:`morpho_attributes` of ``images`` (on their device, returned on CPU), with a progress bar.
+
+    The images go through in blocks (several attribute chunks each, so the CPU thread pool stays full)
+    and a tqdm bar on rank 0 shows the count and the rate in images per second.
+    """
+    block = CPU_CHUNK * max(1, torch.get_num_threads()) * 8 if images.device.type == "cpu" else GPU_CHUNK
+    parts = []
+    with tqdm(
+        total=len(images), desc=description, unit="img", disable=rank_zero_only.rank != 0, leave=True
+    ) as bar:
+        for start in range(0, len(images), block):
+            parts.append(morpho_attributes(images[start : start + block]).cpu())
+            bar.update(len(parts[-1]))
+    return torch.cat(parts) if parts else torch.zeros(0, len(ATTRIBUTE_NAMES))
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -159,33 +188,55 @@ class MNISTDataModule(L.LightningDataModule):
         digest.update(ALGORITHM_VERSION.encode())
         return self._cache_folder() / f"{self.dataset}-{split}.morpho-{digest.hexdigest()[:16]}.pt"
 
+    def _read_attribute_cache(self, path: Path, n_images: int) -> torch.Tensor | None:
+        """The attributes stored in ``path`` if the file is whole and current, else None (with a warning).
+
+        The file holds the values with the SHA-256 of their bytes (:func:`attribute_checksum`); values whose
+        bytes no longer match (a damaged file) are not trusted.
+        """
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            values = cached["attributes"]
+            current = cached["version"] == ALGORITHM_VERSION and values.shape == (
+                n_images,
+                len(ATTRIBUTE_NAMES),
+            )
+            if current and cached.get("sha256") == attribute_checksum(values):
+                return values
+            cause = "content does not match its checksum" if current else "written by another attribute code"
+        except Exception as err:  # a truncated or foreign file
+            cause = (
+                f"unreadable ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})"
+            )
+        rank_zero_warn(f"{path}: attribute cache {cause}; recomputing")
+        return None
+
     def split_attributes(self, split: Split, images: torch.Tensor) -> torch.Tensor:
-        """Attributes ``[N, 6]`` of a raw split: read from the cache, or computed and cached atomically."""
+        """Attributes ``[N, 6]`` of a raw split: read from the verified cache, or computed and cached atomically."""
         path = self.attribute_cache_path(split, images)
         if path.is_file():
-            try:
-                cached = torch.load(path, map_location="cpu", weights_only=True)
-                values = cached["attributes"]
-                if cached["version"] == ALGORITHM_VERSION and values.shape == (
-                    len(images),
-                    len(ATTRIBUTE_NAMES),
-                ):
-                    return values
-            except Exception as err:  # a corrupt or foreign file: recompute below
-                rank_zero_warn(f"{path}: unreadable attribute cache ({err}); recomputing")
+            values = self._read_attribute_cache(path, len(images))
+            if values is not None:
+                return values
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        rank_zero_info(f"{self.dataset} {split}: computing Morpho-MNIST attributes of {len(images)} images")
-        values = morpho_attributes(images.to(device)).cpu()
-        buffer = io.BytesIO()
-        torch.save(
-            {"version": ALGORITHM_VERSION, "names": list(ATTRIBUTE_NAMES), "attributes": values}, buffer
+        values = attributes_with_progress(
+            images.to(device), f"{self.dataset} {split}: Morpho-MNIST attributes"
         )
+        buffer = io.BytesIO()
+        payload = {
+            "version": ALGORITHM_VERSION,
+            "names": list(ATTRIBUTE_NAMES),
+            "attributes": values,
+            "sha256": attribute_checksum(values),
+        }
+        torch.save(payload, buffer)
         try:
             atomic_write_bytes(path, buffer.getvalue())
         except OSError as err:
             raise ConfigError(
                 f"{path}: cannot write the attribute cache ({err}); set data.init_args.cache_dir"
             ) from None
+        rank_zero_info(f"{self.dataset} {split}: attributes of {len(images)} images cached in {path}")
         return values
 
     # ---------------------------------------------------------------- tensors
