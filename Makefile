@@ -2,10 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-DATA ?= ../shared/data/mnist
+# MNIST: ../shared/data/mnist when a shared copy sits beside the clone, else data/ inside the clone
+# (downloaded there on first use; ignored by git). Override with `make fit DATA=path/to/mnist`.
+DATA ?= $(if $(wildcard ../shared/data/mnist),../shared/data/mnist,data)
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench fit clean
+.PHONY: install test lint format bench gpu-check fit clean
 
 install: $(STAMP)
 
@@ -27,6 +29,11 @@ format: install
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --data $(DATA) || exit 1; done
+
+# One table of GPU readiness (attributes, one epoch per family and precision, training ratios); says so
+# and exits 0 on a machine without a CUDA GPU.
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py --data $(DATA)
 
 fit: install
 	$(BIN)/genvae fit --config experiments/vqvae.yaml --data.init_args.root $(DATA)

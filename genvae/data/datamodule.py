@@ -203,7 +203,12 @@ class MNISTDataModule(L.LightningDataModule):
             )
             if current and cached.get("sha256") == attribute_checksum(values):
                 return values
-            cause = "content does not match its checksum" if current else "written by another attribute code"
+            if not current:
+                cause = "written by another attribute code"
+            elif "sha256" not in cached:
+                cause = "has no checksum (written by an older genvae)"
+            else:
+                cause = "content does not match its checksum"
         except Exception as err:  # a truncated or foreign file
             cause = (
                 f"unreadable ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})"

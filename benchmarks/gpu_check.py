@@ -1,0 +1,269 @@
+"""GPU readiness in one command: attributes, one epoch per family and precision, and the training ratios.
+
+    python benchmarks/gpu_check.py --data ../shared/data/mnist [--device cuda] [--json out.json]
+    python benchmarks/gpu_check.py --data <tiny IDX folder> --device cpu --quick   # the code path, on CPU
+
+Prints one table:
+
+- the Morpho-MNIST attributes (:func:`genvae.data.attributes.morpho_attributes`) of every digit in the
+  folder (70,000 for MNIST: train and t10k) on the device, after a warm-up call on 64 digits (CUDA context
+  and operator caches); then the largest absolute difference from the CPU values on the first 2,000
+  digits (blank digits, NaN on both sides, are compared as NaN == NaN);
+- one training epoch on the 60k source (``MNISTDataModule(source="train")``: the 54,000-digit training
+  part) of the VAE, AR-VAE and VQ-VAE of ``experiments/{vae,arvae,vqvae}.yaml`` in ``32-true``,
+  ``bf16-mixed`` and ``16-mixed`` precision: seconds from the start to the end of the training epoch
+  (no validation, logger or checkpointing) and training images per second;
+- the ratios of ``benchmarks/bench_training.py`` (genvae vs a plain PyTorch loop vs Lightning with a
+  per-item DataLoader) on the same device.
+
+Targets (the ``target`` column): 70k attributes under 5 s, a VAE epoch on 60k under 3 s, genvae at least
+2x the DataLoader path. Without a CUDA GPU (and without ``--device cpu``) it says so and exits 0.
+``--quick`` shrinks every part (at most 512 digits, one batch per epoch, one timed step) so that a
+CPU test runs the same code. Exit status 1 when a part fails (the table says which and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from genvae.data import MNISTDataModule
+from genvae.data.attributes import morpho_attributes
+from genvae.data.idx import read_idx
+from genvae.utils.console import silence_unactionable_notices
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = {"VAE": "vae", "AR-VAE": "arvae", "VQ-VAE": "vqvae"}  # name -> experiments/<stem>.yaml
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+COMPARED_DIGITS = 2000
+TARGET_ATTRIBUTES_S = 5.0
+TARGET_VAE_EPOCH_S = 3.0
+TARGET_VS_DATALOADER = 2.0
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def all_digits(root: Path) -> torch.Tensor:
+    """Every digit ``[N, 28, 28]`` uint8 of the IDX files in ``root`` (train then t10k, those present)."""
+    finder = MNISTDataModule(root=str(root), download=False, attributes=False)
+    parts = []
+    for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        path = finder.find_file(stem)
+        if path is not None:
+            parts.append(read_idx(path))
+    if not parts:
+        raise SystemExit(f"gpu_check: no MNIST image files in {root}")
+    return torch.cat(parts)
+
+
+def check_attributes(digits: torch.Tensor, device: torch.device, compared: int) -> dict[str, float]:
+    """Seconds for the attributes of ``digits`` on ``device``; max |device - CPU| on the first ``compared``."""
+    on_device = digits.to(device)
+    morpho_attributes(on_device[:64])  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    values = morpho_attributes(on_device)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    ours, reference = values[:compared].cpu(), morpho_attributes(digits[:compared])
+    same_nan = bool(torch.equal(ours.isnan(), reference.isnan()))
+    finite = ~reference.isnan()
+    difference = (ours[finite] - reference[finite]).abs().max().item() if finite.any() else 0.0
+    return {"digits": len(digits), "seconds": seconds, "max_abs_diff": difference, "same_nan": same_nan}
+
+
+class EpochTimer(L.Callback):
+    """Wall time of the (single) training epoch, and the images it trained on."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.start, self.seconds, self.images = device, 0.0, math.nan, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.images += len(batch["image"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def build_from_config(stem: str) -> tuple[L.LightningModule, dict[str, Any]]:
+    """The model of ``experiments/<stem>.yaml`` and its datamodule arguments."""
+    config = yaml.safe_load((REPO / "experiments" / f"{stem}.yaml").read_text())
+    module, _, name = config["model"]["class_path"].rpartition(".")
+    model = getattr(importlib.import_module(module), name)(**config["model"].get("init_args", {}))
+    return model, dict(config["data"].get("init_args", {}))
+
+
+def one_epoch(root: Path, stem: str, precision: str, device: torch.device, quick: bool) -> dict[str, float]:
+    """One training epoch of ``experiments/<stem>.yaml`` on the 60k source, in ``precision``."""
+    L.seed_everything(0, verbose=False)
+    model, data_args = build_from_config(stem)
+    data_args.update(root=str(root), source="train", download=False)
+    timer = EpochTimer(device)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1 if quick else 1.0,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision=precision,
+        accelerator=device.type,
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=MNISTDataModule(**data_args))
+    return {"seconds": timer.seconds, "images": timer.images, "images_per_s": timer.images / timer.seconds}
+
+
+def training_ratios(root: Path, device: torch.device, quick: bool) -> dict[str, float]:
+    """``genvae/plain`` and ``genvae/dataloader`` of ``benchmarks/bench_training.py`` on ``device``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_training
+
+    sizes = ["--steps", "1", "--warmup", "1", "--repeats", "1"] if quick else []
+    result = bench_training.main(["--data", str(root), "--device", str(device), *sizes])
+    return result["ratios"]
+
+
+def row(check: str, result: str, target: str = "", ok: bool | None = None) -> tuple[str, str, str, str]:
+    return check, result, target, "" if ok is None else ("yes" if ok else "NO")
+
+
+def failure(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"failed: {type(err).__name__}: {text[0] if text else ''}"[:120]
+
+
+def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("check", "result", "target", "met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = lambda r: "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    print(f"\n{title}\n{line(header)}\n{'  '.join('-' * w for w in widths)}")
+    for r in rows:
+        print(line(r))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data"), help="folder with the MNIST IDX files")
+    parser.add_argument(
+        "--device", default="cuda", help="cuda[:i] (default) or cpu (with --quick, for tests)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: runs the code path in seconds")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"gpu_check: no CUDA GPU on this machine (torch {torch.__version__}); nothing to check")
+        return 0
+    silence_unactionable_notices()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*You defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", ".*is not supported on CPU. Using `precision='bf16-mixed'`.*")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    title = f"gpu_check on {name}: torch {torch.__version__} (CUDA {torch.version.cuda}), lightning {L.__version__}"
+    start = time.perf_counter()
+    rows, results, failed = [], {}, False
+
+    digits = all_digits(args.data)
+    if args.quick:
+        digits = digits[:512]
+    compared = min(COMPARED_DIGITS, len(digits))
+    try:
+        attrs = results["attributes"] = check_attributes(digits, device, compared)
+        rows.append(
+            row(
+                f"attributes of {attrs['digits']} digits",
+                f"{attrs['seconds']:.2f} s",
+                f"< {TARGET_ATTRIBUTES_S:g} s",
+                attrs["seconds"] < TARGET_ATTRIBUTES_S,
+            )
+        )
+        nan_note = "" if attrs["same_nan"] else " (NaN rows differ)"
+        rows.append(
+            row(f"  max |{device.type} - cpu|, {compared} digits", f"{attrs['max_abs_diff']:.2e}{nan_note}")
+        )
+        failed |= not attrs["same_nan"]
+    except Exception as err:  # report and go on: the other parts still say something
+        rows.append(row("attributes", failure(err)))
+        failed = True
+
+    results["epochs"] = {}
+    for family in args.families:
+        stem = FAMILIES[family]
+        for precision in args.precisions:
+            label = f"epoch {family} {precision}"
+            try:
+                epoch = results["epochs"][f"{family} {precision}"] = one_epoch(
+                    args.data, stem, precision, device, args.quick
+                )
+            except Exception as err:
+                rows.append(row(label, failure(err)))
+                failed = True
+                continue
+            is_vae = family == "VAE"
+            rows.append(
+                row(
+                    f"{label} ({epoch['images']} images)",
+                    f"{epoch['seconds']:.2f} s, {epoch['images_per_s']:.0f} img/s",
+                    f"< {TARGET_VAE_EPOCH_S:g} s" if is_vae else "",
+                    epoch["seconds"] < TARGET_VAE_EPOCH_S if is_vae else None,
+                )
+            )
+
+    try:
+        ratios = results["bench_training"] = training_ratios(args.data, device, args.quick)
+        vs_loader = ratios["genvae/dataloader"]
+        rows.append(
+            row(
+                "bench_training genvae/dataloader",
+                f"{vs_loader:.2f}x",
+                f">= {TARGET_VS_DATALOADER:g}x",
+                vs_loader >= TARGET_VS_DATALOADER,
+            )
+        )
+        rows.append(row("bench_training genvae/plain", f"{ratios['genvae/plain']:.2f}x"))
+    except Exception as err:
+        rows.append(row("bench_training", failure(err)))
+        failed = True
+
+    results["seconds"] = time.perf_counter() - start
+    print_table(f"{title}; {results['seconds']:.0f} s in all{' (--quick)' if args.quick else ''}", rows)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": name, "quick": args.quick, **results}, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
