@@ -3,6 +3,7 @@
 from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, SampleQuality
 from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
+from genvae.callbacks.latent_metrics import LatentMetrics
 from genvae.callbacks.morphometry import MorphometricFidelity
 from genvae.callbacks.progress import EpochSummary
 from genvae.callbacks.speed import SpeedUp
@@ -13,6 +14,7 @@ __all__ = [
     "EpochSummary",
     "ImportanceWeightedNLL",
     "Interpolation",
+    "LatentMetrics",
     "LatentScatter",
     "LatentTraversal",
     "MetricsJSON",

@@ -167,12 +167,26 @@ def scalar_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str
     return {name: value if math.isfinite(value) else None for name, value in sorted(metrics.items())}
 
 
+def _shown(value: float | str | None) -> str:
+    """A JSON value as printed: numbers to 6 significant digits, ``nan`` for None, strings as they are."""
+    if value is None:
+        return "nan"
+    return value if isinstance(value, str) else f"{value:.6g}"
+
+
+def test_metadata(pl_module: L.LightningModule) -> dict[str, str]:
+    """The model's ``test_metadata``: string entries saying how its metrics were computed, sorted."""
+    metadata = getattr(pl_module, "test_metadata", None) or {}
+    return {str(name): str(value) for name, value in sorted(metadata.items())}
+
+
 class MetricsJSON(L.Callback):
     """At the end of ``test``, write every scalar metric to JSON and print it.
 
     The file is ``<checkpoint stem>.metrics.json`` beside the tested checkpoint (``--ckpt_path``), else
     ``test_metrics.json`` in the run's log directory; it is written atomically. Values: see
-    :func:`scalar_metrics`.
+    :func:`scalar_metrics`; the model's :func:`test_metadata` (e.g. ``meta/latent_protocol``) follow
+    as strings in the same flat object.
     """
 
     def output_path(self, trainer: L.Trainer) -> Path:
@@ -184,7 +198,10 @@ class MetricsJSON(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        metrics = scalar_metrics(trainer, pl_module)
+        metrics: dict[str, float | str | None] = {
+            **scalar_metrics(trainer, pl_module),
+            **test_metadata(pl_module),
+        }
         payload = (json.dumps(metrics, indent=2) + "\n").encode()
         path = self.output_path(trainer)
         try:
@@ -195,8 +212,5 @@ class MetricsJSON(L.Callback):
             path = fallback
             atomic_write_bytes(path, payload)
         width = max((len(name) for name in metrics), default=0)
-        lines = [
-            f"  {name:<{width}}  {value:.6g}" if value is not None else f"  {name:<{width}}  nan"
-            for name, value in metrics.items()
-        ]
+        lines = [f"  {name:<{width}}  {_shown(value)}" for name, value in metrics.items()]
         print("\n".join([f"test metrics -> {path}", *lines]), flush=True)

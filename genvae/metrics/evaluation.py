@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from genvae.metrics.disentanglement import disentanglement_metrics
+from genvae.metrics.mutual_information import Protocol
 
 __all__ = ["EvaluationCollector", "gather_rows"]
 
@@ -61,8 +62,16 @@ class EvaluationCollector:
         return gathered
 
     @staticmethod
-    def compute(outputs: dict[str, Tensor], attribute_names: Sequence[str] | None = None) -> dict[str, float]:
-        """``recon_accuracy`` (mean over images) and, with attributes, the :mod:`disentanglement` metrics."""
+    def compute(
+        outputs: dict[str, Tensor],
+        attribute_names: Sequence[str] | None = None,
+        protocol: Protocol = "ksg",
+        latent_key: str = "latent",
+    ) -> dict[str, float]:
+        """``recon_accuracy`` (mean over images) and, with attributes, the :mod:`disentanglement` metrics.
+
+        The latent metrics use ``outputs[latent_key]`` and mutual information by ``protocol``.
+        """
         results: dict[str, float] = {}
         if "recon_accuracy" in outputs and len(outputs["recon_accuracy"]):
             results["recon_accuracy"] = outputs["recon_accuracy"].double().mean().item()
@@ -71,5 +80,6 @@ class EvaluationCollector:
             names = list(attribute_names or [f"attribute{k}" for k in range(attributes.shape[1])])
             if len(names) != attributes.shape[1]:
                 names = [f"attribute{k}" for k in range(attributes.shape[1])]
-            results.update(disentanglement_metrics(outputs["latent"], attributes, names))
+            latents = outputs[latent_key]
+            results.update(disentanglement_metrics(latents, attributes, names, protocol=protocol))
         return results

@@ -107,6 +107,11 @@ class GenerativeModel(StagedModule):
         """Images in [0, 1] decoded from latents ``z``."""
         raise NotImplementedError
 
+    def encode_sample(self, x: Tensor) -> Tensor:
+        """One draw of the latent of images ``x``: :meth:`encode` for a deterministic encoder (the default);
+        a stochastic one (the VAE family) returns a reparameterised posterior sample."""
+        return self.encode(x)
+
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -126,6 +131,11 @@ class GenerativeModel(StagedModule):
         self._collect_test_outputs(batch)
 
     # ----------------------------------------------------------- test-time evaluation
+    #: How the test-end latent metrics are computed; set by :class:`genvae.callbacks.LatentMetrics`, not
+    #: hyperparameters (a checkpoint's hyperparameters would override the command line at test time).
+    latent_protocol: str = "ksg"  # mutual-information protocol, see genvae.metrics.mutual_information
+    metric_latent: str = "mean"  # "mean": encode(x); "sample": encode_sample(x)
+
     def on_test_epoch_start(self) -> None:
         self._test_collector = EvaluationCollector()
 
@@ -141,6 +151,8 @@ class GenerativeModel(StagedModule):
         outputs.update({key: batch[key] for key in ("label", "index") if key in batch})
         if "attributes" in batch:
             outputs["attributes"] = batch["attributes"].float()
+            if self.metric_latent == "sample":
+                outputs["latent_sample"] = self.encode_sample(x).flatten(1).float()
         self._test_collector.update(**outputs)
 
     def on_test_epoch_end(self) -> None:
@@ -148,7 +160,9 @@ class GenerativeModel(StagedModule):
 
         The results stay on the module as ``test_results`` (``{"test/<name>": float}``) and the gathered
         per-example tensors as ``test_outputs`` (keys ``latent``, ``recon_accuracy``, ``label``, ``index``
-        and ``attributes`` when the data has them), for callbacks that run after the test epoch.
+        and ``attributes`` when the data has them, ``latent_sample`` with ``metric_latent = "sample"``), for
+        callbacks that run after the test epoch. With attributes, ``test_metadata`` records how the latent
+        metrics were computed (``meta/latent_protocol``, ``meta/latent``) for the metrics JSON.
         """
         collector = getattr(self, "_test_collector", None)
         if collector is None or not collector.parts:
@@ -156,8 +170,14 @@ class GenerativeModel(StagedModule):
         self.test_outputs = collector.gather(self)
         datamodule = getattr(self._trainer, "datamodule", None)
         names = getattr(datamodule, "attribute_names", None)
-        results = EvaluationCollector.compute(self.test_outputs, names)
+        key = "latent_sample" if "latent_sample" in self.test_outputs else "latent"
+        results = EvaluationCollector.compute(self.test_outputs, names, self.latent_protocol, key)
         self.test_results = {f"test/{name}": value for name, value in results.items()}
+        if "attributes" in self.test_outputs:
+            self.test_metadata = {
+                "meta/latent_protocol": self.latent_protocol,
+                "meta/latent": self.metric_latent,
+            }
         for name, value in self.test_results.items():
             self.log(name, value, sync_dist=False)
         self._test_collector = EvaluationCollector()

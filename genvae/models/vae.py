@@ -59,6 +59,10 @@ class VAE(VectorLatentModel):
     def encode(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]
 
+    def encode_sample(self, x: Tensor) -> Tensor:
+        """One reparameterised draw of q(z | x) (the latent the AR-VAE reference evaluates)."""
+        return reparameterize(*self.posterior(x))
+
     def reconstruction_nll(self, logits: Tensor, x: Tensor) -> Tensor:
         """-log p(x | z) per example."""
         if self.likelihood == "bernoulli":
