@@ -1,14 +1,18 @@
 """Time the torch Morpho-MNIST attributes against the scikit-image reference algorithm, in one run.
 
-    python benchmarks/bench_attributes.py --data ../shared/data/mnist [--reference-images 10000]
+    python benchmarks/bench_attributes.py --data path/to/mnist [--reference-images 10000]
 
 The reference is the released Morpho-MNIST procedure per image (scikit-image pyramid_expand, medial_axis,
-numpy moments and bounding parallelogram). It prints ms/image for both and their ratio.
+numpy moments and bounding parallelogram). It prints ms/image for both and their ratio, and writes them
+with the machine, thread count and versions to ``results/bench/attributes-<date>-<device>.json`` (or
+``--json``), from which ``python -m genvae.results tables`` renders the README's speed table.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +23,10 @@ from skimage import morphology, transform
 
 from genvae.data.attributes import morpho_attributes
 from genvae.data.idx import read_idx
+from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.machine import hardware_info
+
+REPO = Path(__file__).resolve().parents[1]
 
 _PAIR_WEIGHTS = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [np.sqrt(2.0), 1.0, np.sqrt(2.0)]])
 
@@ -60,6 +68,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs of the torch version (best counts)"
     )
+    parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
     args = parser.parse_args()
     path = next(
         p
@@ -99,6 +108,24 @@ def main() -> None:
     print(f"speed-up     : {ref_ms / ours_ms:.1f}x per image")
     agreement = np.corrcoef(ours[:n_ref].cpu().double().numpy().T, ref.T).diagonal(len(ref.T))
     print("pearson r vs reference run:", " ".join(f"{r:.4f}" for r in agreement))
+    now = datetime.datetime.now(datetime.UTC)
+    record = {
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "hardware": hardware_info(),
+        "device": str(device),
+        "images": len(images),
+        "repeats_seconds": runs,
+        "genvae_seconds": ours_s,
+        "genvae_ms_per_image": ours_ms,
+        "reference_images": n_ref,
+        "reference_seconds": ref_s,
+        "reference_ms_per_image": ref_ms,
+        "speedup": ref_ms / ours_ms,
+        "pearson_r": [float(r) for r in agreement],
+    }
+    path = args.json or REPO / "results" / "bench" / f"attributes-{now:%Y%m%d-%H%M}-{device.type}.json"
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ uncompiled.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import statistics
@@ -54,6 +55,10 @@ from torchvision.transforms import ToTensor
 from genvae.callbacks.speed import SpeedUp, batch_to_channels_last, compile_networks, to_channels_last
 from genvae.data import MNISTDataModule
 from genvae.models import VAE
+from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.machine import hardware_info
+
+REPO = Path(__file__).resolve().parents[1]
 
 BATCH_SIZE = 64
 WAYS = ("genvae", "plain", "dataloader")
@@ -250,7 +255,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks of every way")
     parser.add_argument("--channels-last", action="store_true", help="channels_last model and images")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
+    parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error("--steps, --warmup and --repeats must be >= 1")
@@ -318,7 +324,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
 
+    now = datetime.datetime.now(datetime.UTC)
     result = {
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "hardware": hardware_info(),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "device": str(args.device),
@@ -338,9 +347,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "input_only_images_per_s": input_rates,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.no_json:
+        path = args.json or REPO / "results" / "bench" / f"training-{now:%Y%m%d-%H%M}-{args.device.type}.json"
+        atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+        print(f"-> {path}")
     return result
 
 

@@ -142,7 +142,8 @@ def training_ratios(root: Path, device: torch.device, quick: bool) -> dict[str, 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_training
 
-    sizes = ["--steps", "1", "--warmup", "1", "--repeats", "1"] if quick else []
+    # a full run also records its JSON under results/bench (the README's speed table); a quick one does not
+    sizes = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--no-json"] if quick else []
     result = bench_training.main(["--data", str(root), "--device", str(device), *sizes])
     return result["ratios"]
 

@@ -1,0 +1,5 @@
+"""``python -m genvae.results``: regenerate the results tables (see :mod:`genvae.results.cli`)."""
+
+from genvae.results.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Command line of the results pipeline: ``python -m genvae.results run | tables``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from genvae.errors import ConfigError
+from genvae.results.presets import EXPERIMENTS, PRESETS
+from genvae.results.runner import ResultsRunner
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m genvae.results", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train + test every (experiment, seed), then aggregate and render")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--experiments", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
+    run.add_argument("--data", type=Path, required=True, help="folder of the MNIST IDX files")
+    run.add_argument("--out", type=Path, default=REPO / "results", help="results folder (runs/, summary.csv)")
+    run.add_argument("--work", type=Path, default=None, help="checkpoints and logs (default: <out>/work)")
+    run.add_argument("--fit-only", action="store_true", help="train (or resume) only; test and render later")
+    run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
+    tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
+    tables.add_argument("--out", type=Path, default=REPO / "results")
+    tables.add_argument("--data", type=Path, default=None, help="MNIST folder (for the random-latent row)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        if args.command == "run":
+            runner = ResultsRunner(
+                PRESETS[args.preset],
+                data=args.data,
+                runs=args.out / "runs",
+                work=args.work or args.out / "work",
+                repo=REPO,
+            )
+            for experiment in [name for name in EXPERIMENTS if name in args.experiments]:  # needs first
+                for seed in args.seeds:
+                    if args.fit_only:
+                        runner.ensure_fit(experiment, seed)
+                    else:
+                        runner.run(experiment, seed)
+            if not args.fit_only:
+                for seed in args.seeds:
+                    runner.random_baseline(seed)
+            if not (args.no_render or args.fit_only):
+                from genvae.results.render import render_all
+
+                render_all(args.out, data=args.data, repo=REPO)
+        else:
+            from genvae.results.render import render_all
+
+            render_all(args.out, data=args.data, repo=REPO)
+    except ConfigError as err:
+        print(f"genvae: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

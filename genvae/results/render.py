@@ -1,0 +1,348 @@
+"""Aggregate the per-run metrics JSONs into ``summary.csv`` and render the README's tables and figures.
+
+Everything a reader sees in the README's results and speed sections comes from here: the Markdown tables
+between ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` markers are replaced by tables built
+from ``results/summary.csv`` (and ``results/bench/*.json``), and the figures are copied or drawn into
+``docs/figures/``. Nothing is typed by hand except the published reference values of
+:data:`PAPER_VALUES`, each cited.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from genvae.results.markdown import markdown_table
+from genvae.utils.atomic import atomic_write_bytes
+
+__all__ = ["Summary", "aggregate", "render_all", "replace_marked_sections"]
+
+# Pati & Lerch 2020 ("Attribute-based regularization of latent spaces for variational auto-encoders",
+# Neural Computing and Applications), Table 3, Morpho-MNIST, mean over their runs: beta-VAE and AR-VAE.
+PAPER_VALUES: dict[str, dict[str, float]] = {
+    "betavae": {
+        "test/interpretability": 0.41,
+        "test/sap": 0.28,
+        "test/spearman": 0.63,
+        "test/mig": 0.03,
+        "test/recon_accuracy": 0.942,
+    },
+    "arvae": {
+        "test/interpretability": 0.85,
+        "test/sap": 0.55,
+        "test/spearman": 0.96,
+        "test/mig": 0.14,
+        "test/recon_accuracy": 0.970,
+    },
+}
+
+LABELS = {
+    "random_latent": "random latent N(0, I)",
+    "classifier": "classifier",
+    "ae": "AE",
+    "vae": "VAE",
+    "betavae": "β-VAE (β = 4)",
+    "arvae": "AR-VAE",
+    "vqvae": "VQ-VAE",
+    "vqvae_prior": "VQ-VAE + prior",
+}
+ATTRIBUTES = ("thickness", "slant", "length", "area", "width", "height")
+UNITS = {"thickness": "px", "slant": "rad", "length": "px", "area": "px²", "width": "px", "height": "px"}
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+
+class Summary:
+    """Mean and std over seeds of every numeric metric of every experiment (``summary.csv``)."""
+
+    def __init__(self, rows: dict[tuple[str, str], Stat], runs: dict[str, list[dict]]) -> None:
+        self.rows = rows
+        self.runs = runs  # run.json records per experiment
+
+    def get(self, experiment: str, metric: str) -> Stat | None:
+        return self.rows.get((experiment, metric))
+
+    def experiments(self) -> list[str]:
+        return [e for e in LABELS if e in self.runs] + sorted(set(self.runs) - set(LABELS))
+
+    def run_info(self, experiment: str, key: str) -> object:
+        values = {json.dumps(r.get(key)) for r in self.runs.get(experiment, [])}
+        return json.loads(values.pop()) if len(values) == 1 else None
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["experiment", "metric", "mean", "std", "n_seeds", "test_images", "epochs"])
+        for (experiment, metric), stat in sorted(self.rows.items()):
+            writer.writerow(
+                [
+                    experiment,
+                    metric,
+                    f"{stat.mean:.6g}",
+                    f"{stat.std:.6g}" if math.isfinite(stat.std) else "",
+                    stat.n,
+                    self.run_info(experiment, "test_images"),
+                    self.run_info(experiment, "epochs"),
+                ]
+            )
+        return out.getvalue()
+
+
+def aggregate(runs_dir: Path) -> Summary:
+    """Read ``<runs_dir>/<experiment>/seed<k>/{metrics,run}.json``; numeric metrics only (``meta/*`` skipped)."""
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    records: dict[str, list[dict]] = defaultdict(list)
+    for metrics_file in sorted(runs_dir.glob("*/seed*/metrics.json")):
+        experiment = metrics_file.parent.parent.name
+        run_file = metrics_file.with_name("run.json")
+        records[experiment].append(json.loads(run_file.read_text()) if run_file.is_file() else {})
+        for metric, value in json.loads(metrics_file.read_text()).items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                values[(experiment, metric)].append(float(value))
+    rows = {
+        key: Stat(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else float("nan"), len(v))
+        for key, v in values.items()
+    }
+    return Summary(rows, dict(records))
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def fmt(stat: Stat | None, digits: int = 3, scale: float = 1.0, suffix: str = "") -> str:
+    """``mean ± std`` (std over seeds; omitted for one seed), or an em dash when missing."""
+    if stat is None:
+        return "—"
+    mean = f"{stat.mean * scale:.{digits}f}{suffix}"
+    if stat.n < 2 or not math.isfinite(stat.std):
+        return mean
+    return f"{mean} ± {stat.std * scale:.{digits}f}"
+
+
+def _provenance(summary: Summary, experiments: Iterable[str]) -> str:
+    parts = []
+    for experiment in experiments:
+        runs = summary.runs.get(experiment)
+        if not runs:
+            continue
+        epochs = summary.run_info(experiment, "epochs")
+        parts.append(f"{LABELS.get(experiment, experiment)} {epochs} epochs × {len(runs)} seeds")
+    presets = {r.get("preset") for e in experiments for r in summary.runs.get(e, [])} - {None}
+    images = {r.get("test_images") for e in experiments for r in summary.runs.get(e, [])} - {None}
+    hardware = {
+        (r.get("hardware") or {}).get("cuda") or f"{(r.get('hardware') or {}).get('cpu_count')}-core CPU"
+        for e in experiments
+        for r in summary.runs.get(e, [])
+        if e != "random_latent"
+    }
+    text = "; ".join(parts)
+    extra = []
+    if presets:
+        extra.append(f"preset `{', '.join(sorted(presets))}`")
+    if images:
+        extra.append(f"{', '.join(str(i) for i in sorted(images))} test images")
+    if hardware:
+        extra.append(", ".join(sorted(hardware)))
+    return f"_{text} ({'; '.join(extra)}); mean ± std over seeds._"
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def latent_table(summary: Summary) -> str:
+    """Latent-space metrics of every model with a latent, the random-latent row first."""
+    experiments = [e for e in ("random_latent", "ae", "vae", "betavae", "arvae") if e in summary.runs]
+    columns = [
+        ("interpretability", "test/interpretability", 3, 1.0, ""),
+        ("MIG", "test/mig", 3, 1.0, ""),
+        ("modularity", "test/modularity", 3, 1.0, ""),
+        ("SAP", "test/sap", 3, 1.0, ""),
+        ("Spearman", "test/spearman", 3, 1.0, ""),
+        ("recon. accuracy", "test/recon_accuracy", 1, 100.0, "%"),
+    ]
+    rows = []
+    for experiment in experiments:
+        row = [LABELS.get(experiment, experiment)]
+        for _, key, digits, scale, suffix in columns:
+            cell = fmt(summary.get(experiment, key), digits, scale, suffix)
+            paper = PAPER_VALUES.get(experiment, {}).get(key)
+            if paper is not None:
+                cell += f" ({paper * scale:.{digits}f}{suffix})"
+            row.append(cell)
+        rows.append(row)
+    table = markdown_table(["model", *[c[0] for c in columns]], rows)
+    return f"{table}\n\n{_provenance(summary, experiments)} In brackets: the AR-VAE paper's values."
+
+
+def per_attribute_table(summary: Summary, experiment: str = "arvae") -> str:
+    if experiment not in summary.runs:
+        return "_no runs yet_"
+    header = ["metric", *ATTRIBUTES]
+    rows = [
+        [
+            "interpretability",
+            *[fmt(summary.get(experiment, f"test/interpretability/{a}"), 2) for a in ATTRIBUTES],
+        ],
+        [
+            "traversal monotonicity",
+            *[fmt(summary.get(experiment, f"test/traversal_monotonicity/{a}"), 2) for a in ATTRIBUTES],
+        ],
+    ]
+    return markdown_table(header, rows)
+
+
+def vqvae_table(summary: Summary) -> str:
+    experiments = [e for e in ("vae", "vqvae") if e in summary.runs]
+    rows = [
+        [
+            LABELS[e],
+            fmt(summary.get(e, "test/mse"), 5),
+            fmt(summary.get(e, "test/recon_accuracy"), 1, 100.0, "%"),
+            fmt(summary.get(e, "test/usage"), 1, 100.0, "%"),
+            fmt(summary.get(e, "test/perplexity"), 1),
+            fmt(summary.get(e, "test/dead_codes"), 1),
+        ]
+        for e in experiments
+    ]
+    header = [
+        "model",
+        "test MSE (per pixel)",
+        "recon. accuracy",
+        "codebook usage",
+        "perplexity",
+        "dead codes",
+    ]
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}"
+
+
+def samples_table(summary: Summary) -> str:
+    experiments = [e for e in ("vae", "betavae", "arvae", "vqvae_prior") if e in summary.runs]
+    experiments.sort(key=lambda e: (summary.get(e, "test/fid") or Stat(math.inf, 0, 0)).mean)
+    rows = [
+        [
+            LABELS[e],
+            fmt(summary.get(e, "test/fid"), 1),
+            fmt(summary.get(e, "test/precision"), 3),
+            fmt(summary.get(e, "test/recall"), 3),
+            fmt(summary.get(e, "test/iwae_nll"), 1),
+            fmt(summary.get(e, "test/morpho/fmd"), 3),
+        ]
+        for e in experiments
+    ]
+    header = ["model", "FID ↓", "precision", "recall", "IWAE NLL (nats) ↓", "morphometric FMD ↓"]
+    note = ""
+    accuracy = summary.get("classifier", "test/accuracy")
+    if accuracy is not None:
+        note = f" Feature network: the genvae classifier, test accuracy {fmt(accuracy, 1, 100.0, '%')}."
+    iwae = {summary.run_info(e, "iwae_samples") for e in experiments} - {None}
+    if iwae:
+        note += f" IWAE with K = {', '.join(str(k) for k in sorted(iwae))}."
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
+
+
+def morphometry_table(summary: Summary) -> str:
+    """Models ranked by the Fréchet morphometric distance of their samples, with per-attribute W1."""
+    experiments = [e for e in LABELS if summary.get(e, "test/morpho/fmd") is not None]
+    experiments.sort(key=lambda e: summary.get(e, "test/morpho/fmd").mean)
+    header = ["model", "FMD ↓", *[f"W1 {a} ({UNITS[a]})" for a in ATTRIBUTES], "FID"]
+    rows = [
+        [
+            LABELS[e],
+            fmt(summary.get(e, "test/morpho/fmd"), 3),
+            *[fmt(summary.get(e, f"test/morpho/w1/{a}"), 3) for a in ATTRIBUTES],
+            fmt(summary.get(e, "test/fid"), 1),
+        ]
+        for e in experiments
+    ]
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}"
+
+
+def reconstruction_morphometry_table(summary: Summary) -> str:
+    experiments = [e for e in LABELS if summary.get(e, "test/morpho/recon_mae/thickness") is not None]
+    header = ["model", *[f"{a} MAE ({UNITS[a]}) / r" for a in ATTRIBUTES]]
+    rows = [
+        [
+            LABELS[e],
+            *[
+                f"{fmt(summary.get(e, f'test/morpho/recon_mae/{a}'), 3)} / "
+                f"{fmt(summary.get(e, f'test/morpho/recon_r/{a}'), 3)}"
+                for a in ATTRIBUTES
+            ],
+        ]
+        for e in experiments
+    ]
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}"
+
+
+def control_table(summary: Summary) -> str:
+    """Every ``test/control/*`` metric of the models that have them (one column per model)."""
+    experiments = [
+        e
+        for e in ("betavae", "arvae")
+        if any(m.startswith("test/control/") for (x, m) in summary.rows if x == e)
+    ]
+    if not experiments:
+        return "_no control evaluation in the runs yet_"
+    metrics = sorted({m for (x, m) in summary.rows if x in experiments and m.startswith("test/control/")})
+    rows = [
+        [m.removeprefix("test/control/"), *[fmt(summary.get(e, m), 3) for e in experiments]] for m in metrics
+    ]
+    table = markdown_table(["metric", *[LABELS[e] for e in experiments]], rows)
+    return f"{table}\n\n{_provenance(summary, experiments)}"
+
+
+TABLES: dict[str, Callable[[Summary], str]] = {
+    "latent": latent_table,
+    "arvae-attributes": per_attribute_table,
+    "vqvae": vqvae_table,
+    "samples": samples_table,
+    "morphometry": morphometry_table,
+    "reconstruction-morphometry": reconstruction_morphometry_table,
+    "control": control_table,
+}
+
+
+# ---------------------------------------------------------------------------------------------- README
+_MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+def replace_marked_sections(text: str, sections: dict[str, str]) -> str:
+    """Replace the body between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` for each NAME."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in sections:
+            return match.group(0)
+        return f"{match.group(1)}{sections[name].rstrip()}\n{match.group(4)}"
+
+    return _MARKER.sub(substitute, text)
+
+
+def render_all(out: Path, data: Path | None, repo: Path) -> None:
+    """Write ``summary.csv`` and ``tables/*.md`` under ``out`` and update the README and docs figures."""
+    from genvae.results.figures import render_figures
+    from genvae.results.speed import speed_tables
+
+    summary = aggregate(out / "runs")
+    atomic_write_bytes(out / "summary.csv", summary.to_csv().encode())
+    sections = {name: build(summary) for name, build in TABLES.items()}
+    sections.update(speed_tables(out / "bench"))
+    for name, body in sections.items():
+        atomic_write_bytes(out / "tables" / f"{name}.md", (body.rstrip() + "\n").encode())
+    readme = repo / "README.md"
+    if out.resolve() == (repo / "results").resolve() and readme.is_file():
+        text = readme.read_text()
+        updated = replace_marked_sections(text, sections)
+        if updated != text:
+            atomic_write_bytes(readme, updated.encode())
+        render_figures(out / "runs", repo / "docs" / "figures")
+    print(f"results: {len(summary.rows)} metric rows -> {out / 'summary.csv'}; tables -> {out / 'tables'}")

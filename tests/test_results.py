@@ -1,0 +1,139 @@
+"""The results pipeline: aggregation and README sections (known answers), and a tiny smoke of the command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genvae.results.presets import EXPERIMENTS, PRESETS
+from genvae.results.render import aggregate, fmt, latent_table, replace_marked_sections
+from genvae.results.speed import speed_tables
+
+from .conftest import REPO
+
+
+def write_run(runs: Path, experiment: str, seed: int, metrics: dict[str, object], **record: object) -> None:
+    folder = runs / experiment / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run.json").write_text(
+        json.dumps({"preset": "cpu", "epochs": 3, "test_images": 10000, **record})
+    )
+
+
+def test_aggregate_mean_std_over_seeds(tmp_path: Path) -> None:
+    for seed, value in enumerate([0.8, 0.9, 1.0]):
+        write_run(tmp_path, "arvae", seed, {"test/mig": value, "meta/latent_protocol": "ksg", "test/x": None})
+    summary = aggregate(tmp_path)
+    stat = summary.get("arvae", "test/mig")
+    assert stat.n == 3
+    assert stat.mean == pytest.approx(0.9)
+    assert stat.std == pytest.approx(0.1)  # sample std (n - 1)
+    assert summary.get("arvae", "meta/latent_protocol") is None  # strings are metadata, not metrics
+    assert summary.get("arvae", "test/x") is None
+    rows = list(csv.DictReader(summary.to_csv().splitlines()))
+    assert rows == [
+        {
+            "experiment": "arvae",
+            "metric": "test/mig",
+            "mean": "0.9",
+            "std": "0.1",
+            "n_seeds": "3",
+            "test_images": "10000",
+            "epochs": "3",
+        }
+    ]
+    assert fmt(stat, 2) == "0.90 ± 0.10"
+
+
+def test_latent_table_has_random_row_and_paper_values(tmp_path: Path) -> None:
+    write_run(tmp_path, "random_latent", 0, {"test/modularity": 0.91, "test/mig": 0.001}, epochs=0)
+    write_run(tmp_path, "arvae", 0, {"test/interpretability": 0.87, "test/mig": 0.2})
+    table = latent_table(aggregate(tmp_path))
+    lines = table.splitlines()
+    assert lines[2].startswith("| random latent")
+    assert "0.870 (0.850)" in lines[3]  # the paper's AR-VAE interpretability beside ours
+
+
+def test_replace_marked_sections_keeps_everything_else() -> None:
+    text = (
+        "intro\n<!-- results:a -->\nold a\n<!-- /results:a -->\n"
+        "middle\n<!-- results:b -->\nold b\n<!-- /results:b -->\n"
+    )
+    updated = replace_marked_sections(text, {"a": "| new |"})
+    assert updated == text.replace("old a", "| new |")
+    assert replace_marked_sections(updated, {"a": "| new |"}) == updated
+
+
+def test_speed_tables_from_benchmark_json(tmp_path: Path) -> None:
+    hardware = {"cpu_count": 2, "processor": "cpu", "torch_threads": 2, "torch": "2.x", "cuda": None}
+    (tmp_path / "attributes-1.json").write_text(
+        json.dumps(
+            {
+                "date": "2026-12-01",
+                "hardware": hardware,
+                "device": "cpu",
+                "images": 10000,
+                "genvae_seconds": 3.2,
+                "genvae_ms_per_image": 0.32,
+                "reference_images": 10000,
+                "reference_ms_per_image": 22.1,
+            }
+        )
+    )
+    tables = speed_tables(tmp_path)
+    assert "0.320 ms (3.20 s)" in tables["speed-attributes"]
+    assert "22.1 ms" in tables["speed-attributes"] and "69.1×" in tables["speed-attributes"]
+    assert "no training benchmark" in tables["speed-training"]
+
+
+def test_presets_cover_every_experiment() -> None:
+    for preset in PRESETS.values():
+        assert set(preset.epochs) == set(EXPERIMENTS)
+    for experiment in EXPERIMENTS.values():
+        assert (REPO / "experiments" / f"{experiment.name}.yaml").is_file()
+        if experiment.overlay is not None:
+            assert (REPO / "experiments" / "eval" / f"{experiment.overlay}.yaml").is_file()
+
+
+def test_results_command_smoke_is_resumable(tiny_mnist: Path, tmp_path: Path) -> None:
+    """One experiment (and the classifier it needs), a few steps, into a temporary folder; then skipped."""
+    command = [
+        sys.executable,
+        "-m",
+        "genvae.results",
+        "run",
+        "--preset",
+        "smoke",
+        "--experiments",
+        "vae",
+        "--seeds",
+        "0",
+        "--data",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path / "results"),
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = tmp_path / "results" / "runs" / "vae" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"test/elbo", "test/fid", "test/iwae_nll", "test/mig"} <= set(metrics)
+    record = json.loads((run / "run.json").read_text())
+    assert record["preset"] == "smoke" and record["epochs"] == 1 and record["test_images"] == 64
+    assert (tmp_path / "results" / "runs" / "random_latent" / "seed0" / "metrics.json").is_file()
+    rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
+    assert {"experiment", "metric", "mean", "std", "n_seeds", "test_images", "epochs"} == set(rows[0])
+    assert any(r["experiment"] == "vae" and r["metric"] == "test/elbo" for r in rows)
+    assert "| VAE |" in (tmp_path / "results" / "tables" / "latent.md").read_text()
+    assert (run / "fit_metrics.csv").read_text().startswith("epoch,step,")
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "vae seed 0: done (smoke), skipped" in second.stdout
+    assert "training" not in second.stdout
