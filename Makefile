@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 # (downloaded there on first use; ignored by git). Override with `make fit DATA=path/to/mnist`.
 DATA ?= $(if $(wildcard ../shared/data/mnist),../shared/data/mnist,data)
 STAMP := $(VENV)/.installed
+# `make results`: train + test every experiment of the README tables over seeds, then render them
+PRESET ?= cpu
+SEEDS ?= 0 1 2
+EXPERIMENTS ?= classifier ae vae betavae arvae vqvae vqvae_prior
 
-.PHONY: install test lint format bench gpu-check fit clean
+.PHONY: install test lint format bench gpu-check fit results clean
 
 install: $(STAMP)
 
@@ -40,3 +44,6 @@ fit: install
 
 clean:
 	rm -rf $(VENV) lightning_logs runs wandb .pytest_cache .ruff_cache
+
+results: install
+	$(BIN)/python -m genvae.results run --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) --data $(DATA)

@@ -184,9 +184,7 @@ class ResultsRunner:
             "--trainer.callbacks.dirpath",
             str(paths.checkpoint.parent),
             "--trainer.callbacks.save_last",
-            "true",
-            "--trainer.callbacks.save_top_k",
-            "0",
+            "true",  # with the default save_top_k = 1: Lightning writes last.ckpt only when it saves one
         ]
         if resumed:
             args += ["--ckpt_path", str(paths.checkpoint)]
