@@ -160,6 +160,36 @@ def _ranks(values: Tensor) -> tuple[Tensor, Tensor]:
     return ordered, torch.empty_like(order).scatter_(1, order, positions)
 
 
+def _adjacent_strip_positions(
+    strip: Tensor, rank_y: Tensor, own_slot: Tensor, m: int, strips: int
+) -> tuple[Tensor, Tensor]:
+    """Flat slot ``[P * N]`` in the strip below and above each point's own where its y would go.
+
+    One sort for all points: each point joins the pair of strips (own, next) and (previous, own), ranked
+    by y in the union; its rank in the union minus its rank in its own strip is its position in the other
+    strip (ranks of y are distinct, so this is the count of the other strip's points below it).
+    """
+    p, n = strip.shape
+    device = strip.device
+    sizes = torch.full((strips + 2,), m, device=device)
+    sizes[0], sizes[-1], sizes[-2] = 0, 0, n - (strips - 1) * m  # no strip -1 or S; the last is short
+    group_start = torch.cat([sizes.new_zeros(1), (sizes[:-1] + sizes[1:]).cumsum(0)])  # pair (s-1, s) at s
+    row = torch.arange(p, device=device).unsqueeze(1)
+    group = torch.cat([strip + 1, strip], dim=1)  # pair index of (own, next) and of (previous, own)
+    keys = ((row * (strips + 1) + group) * n + rank_y.repeat(1, 2)).view(-1)
+    union_rank = torch.empty_like(keys).scatter_(
+        0, keys.sort().indices, torch.arange(len(keys), device=device)
+    )
+    union_rank = union_rank.view(p, 2 * n) - (row * 2 * n + group_start[group])
+    own_rank = own_slot - (row * n + strip * m)
+    other = union_rank - own_rank.repeat(1, 2)  # position in the other strip of each pair
+    row_start = row * n
+    above = row_start + (strip + 1).clamp(max=strips - 1) * m + other[:, :n]
+    below = row_start + (strip - 1).clamp(min=0) * m + other[:, n:]
+    limit = p * n - 1
+    return below.clamp(0, limit).view(-1), above.clamp(0, limit).view(-1)
+
+
 def _kth_neighbour_distance(x: Tensor, y: Tensor, k: int) -> Tensor:
     """Max-norm distance ``[P, N]`` of each point ``(x, y)`` of a row to its k-th nearest other point.
 
@@ -186,6 +216,7 @@ def _kth_neighbour_distance(x: Tensor, y: Tensor, k: int) -> Tensor:
     own_slot = torch.empty_like(arrangement).scatter_(0, arrangement, torch.arange(p * n, device=device))
     flat_x, flat_y, flat_strip = x.reshape(-1), y.reshape(-1), strip.reshape(-1)
     flat_rank_y, flat_xs = rank_y.reshape(-1), xs.reshape(-1)
+    neighbour_at = _adjacent_strip_positions(strip, rank_y, own_slot.view(p, n), m, strips)
     radius = torch.empty(p * n, dtype=x.dtype, device=device)
     pending = torch.arange(p * n, device=device)
     reach, width = 1, 2 * k
@@ -204,8 +235,11 @@ def _kth_neighbour_distance(x: Tensor, y: Tensor, k: int) -> Tensor:
             target = target.clamp(0, strips - 1)
             first = row.unsqueeze(1) * n + target * m  # first slot of each strip
             last = row.unsqueeze(1) * n + torch.clamp((target + 1) * m, max=n)  # one past its last slot
-            query_key = (row * (strips * n) + flat_rank_y[block]).unsqueeze(1) + target * n
-            at = torch.searchsorted(key_sorted, query_key)  # first slot of the strip at or above y
+            if reach == 1:  # the first round, every point: positions in the adjacent strips precomputed
+                at = torch.stack([neighbour_at[0][block], own_slot[block], neighbour_at[1][block]], dim=1)
+            else:  # first slot of each strip at or above the query's y
+                query_key = (row * (strips * n) + flat_rank_y[block]).unsqueeze(1) + target * n
+                at = torch.searchsorted(key_sorted, query_key)
             slots = at.unsqueeze(2) + window  # [B, T, W]
             inside = (slots >= first.unsqueeze(2)) & (slots < last.unsqueeze(2)) & strip_ok.unsqueeze(2)
             slots = slots.clamp(0, p * n - 1)
