@@ -42,6 +42,8 @@ EXPECTED = [
 QUICK = {
     "ImportanceWeightedNLL": {"num_samples": 5},
     "LatentTraversal": {"num_bases": 2, "curve_steps": 3},  # attribute curves measure 6 x 3 x 2 images
+    # closed-loop edits of 8 digits, one step, one refinement round (tests/test_latent_control.py covers more)
+    "AttributeControlEvaluation": {"num_images": 8, "calibration_images": 16, "steps": [1.0], "rounds": 1},
 }
 
 
