@@ -12,6 +12,7 @@ import torch
 import yaml
 from scipy import linalg, ndimage, stats
 
+from genvae.callbacks.morphometry import distribution_figure, reconstruction_figure
 from genvae.cli import main
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.data.idx import read_idx
@@ -138,6 +139,18 @@ def test_image_functions_measure_then_compare() -> None:
     )
     with pytest.raises(ValueError, match="reconstructions"):
         reconstruction_morphometry(images, thicker[:3])
+
+
+def test_figures_render_even_when_every_sample_is_blank() -> None:
+    real = random_attributes(200, 10)
+    blank = torch.full((50, 6), float("nan"), dtype=torch.float64)
+    results = attribute_distances(real, blank)
+    assert results["undefined/generated"] == 50 and math.isnan(results["fmd"])
+    figure = distribution_figure(real, blank, results, "all samples blank")
+    assert figure.ndim == 3 and figure.shape[2] == 3 and figure.dtype == np.uint8
+    noisy = real + 0.1 * random_attributes(200, 11)
+    figure = reconstruction_figure(real, noisy, reconstruction_errors(real, noisy), "reconstructions")
+    assert figure.ndim == 3 and figure.shape[2] == 3
 
 
 # ------------------------------------------------------------------ known answers on the real t10k digits

@@ -78,6 +78,8 @@ def distribution_figure(
             low, high = torch.quantile(pooled, torch.tensor([0.005, 0.995], dtype=torch.float64)).tolist()
             bins = np.linspace(low, high if high > low else low + 1.0, 41)
             for values, label in zip((real, generated), labels, strict=True):
+                if not len(values):  # every image of this set blank: nothing to draw
+                    continue
                 ax.hist(values[:, j].numpy(), bins=bins, density=True, histtype="step", label=label)
         w1, ks = results.get(f"w1/{name}", math.nan), results.get(f"ks/{name}", math.nan)
         ax.set_title(f"{name}: W1 {w1:.3g} {unit}, KS {ks:.2f}", fontsize=10)
