@@ -160,14 +160,13 @@ def _ranks(values: Tensor) -> tuple[Tensor, Tensor]:
     return ordered, torch.empty_like(order).scatter_(1, order, positions)
 
 
-def _adjacent_strip_positions(
-    strip: Tensor, rank_y: Tensor, own_slot: Tensor, m: int, strips: int
-) -> tuple[Tensor, Tensor]:
-    """Flat slot ``[P * N]`` in the strip below and above each point's own where its y would go.
+def _adjacent_strip_positions(strip: Tensor, rank_y: Tensor, own_rank: Tensor, m: int, strips: int) -> Tensor:
+    """Where each point's y would go ``[2, P, N]`` in the strip below (0) and above (1) its own.
 
     One sort for all points: each point joins the pair of strips (own, next) and (previous, own), ranked
-    by y in the union; its rank in the union minus its rank in its own strip is its position in the other
-    strip (ranks of y are distinct, so this is the count of the other strip's points below it).
+    by y in the union; its rank in the union minus its rank ``own_rank`` in its own strip is its position
+    in the other strip (ranks of y are distinct, so this counts the other strip's points below it). A
+    missing strip (below the first, above the last) gives 0.
     """
     p, n = strip.shape
     device = strip.device
@@ -175,108 +174,158 @@ def _adjacent_strip_positions(
     sizes[0], sizes[-1], sizes[-2] = 0, 0, n - (strips - 1) * m  # no strip -1 or S; the last is short
     group_start = torch.cat([sizes.new_zeros(1), (sizes[:-1] + sizes[1:]).cumsum(0)])  # pair (s-1, s) at s
     row = torch.arange(p, device=device).unsqueeze(1)
-    group = torch.cat([strip + 1, strip], dim=1)  # pair index of (own, next) and of (previous, own)
+    group = torch.cat([strip, strip + 1], dim=1)  # pair index of (previous, own) and of (own, next)
     keys = ((row * (strips + 1) + group) * n + rank_y.repeat(1, 2)).view(-1)
-    union_rank = torch.empty_like(keys).scatter_(
-        0, keys.sort().indices, torch.arange(len(keys), device=device)
-    )
+    order = keys.sort().indices
+    union_rank = torch.empty_like(keys).scatter_(0, order, torch.arange(len(keys), device=device))
     union_rank = union_rank.view(p, 2 * n) - (row * 2 * n + group_start[group])
-    own_rank = own_slot - (row * n + strip * m)
-    other = union_rank - own_rank.repeat(1, 2)  # position in the other strip of each pair
-    row_start = row * n
-    above = row_start + (strip + 1).clamp(max=strips - 1) * m + other[:, :n]
-    below = row_start + (strip - 1).clamp(min=0) * m + other[:, n:]
-    limit = p * n - 1
-    return below.clamp(0, limit).view(-1), above.clamp(0, limit).view(-1)
+    return (union_rank - own_rank.repeat(1, 2)).view(p, 2, n).transpose(0, 1)
 
 
-def _kth_neighbour_distance(x: Tensor, y: Tensor, k: int) -> Tensor:
+class _Strips:
+    """The points of each row ``x, y [P, N]`` cut into strips of ``m`` consecutive points in x order, each
+    strip sorted by y, laid out with ``pad`` slots of +inf before and after every strip and one all-pad
+    strip before the first and after the last: a window of up to ``pad`` slots either side of any position
+    in a strip (or a missing neighbour strip) reads +inf instead of another strip's points."""
+
+    def __init__(
+        self, x: Tensor, y: Tensor, k: int, pad: int, xs: Tensor, rank_x: Tensor, rank_y: Tensor
+    ) -> None:
+        p, n = x.shape
+        device = x.device
+        self.p, self.n, self.pad = p, n, pad
+        self.m = m = min(n, max(k + 1, round((k * n) ** 0.5)))
+        self.strips = strips = -(-n // m)
+        self.region = m + 2 * pad
+        self.row_size = (strips + 2) * self.region
+        self.xs = xs.reshape(-1)
+        self.strip = (rank_x // m).reshape(-1)  # [P * N] per point
+        row = torch.arange(p, device=device).unsqueeze(1)
+        # rank of each point's y inside its strip, from one sort of (row, strip, rank of y)
+        key = (row * strips + rank_x // m) * n + rank_y
+        key_sorted, order = key.view(-1).sort()
+        slot = torch.empty_like(order).scatter_(0, order, torch.arange(p * n, device=device)).view(p, n)
+        self.position = (slot - row * n - (rank_x // m) * m).reshape(-1)  # [P * N] rank in the strip
+        self.adjacent = _adjacent_strip_positions(rank_x // m, rank_y, self.position.view(p, n), m, strips)
+        self.adjacent = self.adjacent.reshape(2, -1)
+        self.row_of = torch.arange(p * n, device=device) // n
+        self.start_of_point = self.row_of * self.row_size + (self.strip + 1) * self.region + pad
+        self.padded_x = torch.full((p * self.row_size,), float("inf"), dtype=x.dtype, device=device)
+        self.padded_y = self.padded_x.clone()
+        self.padded_x[self.start_of_point + self.position] = x.reshape(-1)
+        self.padded_y[self.start_of_point + self.position] = y.reshape(-1)
+        self.x, self.y = x.reshape(-1), y.reshape(-1)
+        self.rank_y = rank_y.reshape(-1)
+        self.key_sorted = key_sorted
+        self.length = torch.full((strips + 2,), m, device=device)
+        self.length[0], self.length[-1], self.length[-2] = 0, 0, n - (strips - 1) * m  # by strip + 1
+
+    def window_starts(self, points: Tensor, reach: int) -> tuple[Tensor, Tensor]:
+        """Strips searched ``[B, T]`` (own - reach .. own + reach, clamped to -1 .. S) and the padded index
+        of the first slot at or above each point's y in each of them (the strip start for a missing one)."""
+        own = self.strip[points]
+        steps = torch.arange(-reach, reach + 1, device=points.device)
+        target = (own.unsqueeze(1) + steps).clamp(-1, self.strips)
+        if reach == 1:
+            at = torch.stack([self.adjacent[0][points], self.position[points], self.adjacent[1][points]], 1)
+        else:
+            row = self.row_of[points].unsqueeze(1)
+            real = target.clamp(0, self.strips - 1)
+            keys = (row * self.strips + real) * self.n + self.rank_y[points].unsqueeze(1)
+            at = torch.searchsorted(self.key_sorted, keys) - row * self.n - real * self.m
+            at = torch.where((target >= 0) & (target < self.strips), at, torch.zeros_like(at))
+        start = self.row_of[points].unsqueeze(1) * self.row_size + (target + 1) * self.region + self.pad
+        return target, start + at
+
+    def x_gaps(self, points: Tensor, reach: int) -> Tensor:
+        """Smallest x-distance ``[B]`` from each point to a strip farther than ``reach`` (inf if none)."""
+        own, qx = self.strip[points], self.x[points]
+        row_start = self.row_of[points] * self.n
+        left, right = own - reach, own + reach + 1
+        inf = torch.full_like(qx, float("inf"))
+        left_x = self.xs[(row_start + left * self.m - 1).clamp(min=0)]
+        right_x = self.xs[(row_start + right * self.m).clamp(max=self.p * self.n - 1)]
+        gap = torch.where(left > 0, qx - left_x, inf)
+        return torch.minimum(gap, torch.where(right * self.m < self.n, right_x - qx, inf))
+
+
+def _search(strips: _Strips, points: Tensor, reach: int, width: int, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """k-th neighbour distance ``[B]`` among the ``2 * width`` slots around y in ``2 * reach + 1`` strips,
+    and whether the x-gap and the y-gap bounds fail to prove it exact (``[B]`` bool each)."""
+    target, at = strips.window_starts(points, reach)
+    inf = float("inf")
+    if width <= strips.pad:  # the padded layout: no bounds to check, missing slots read +inf
+        slots = at.unsqueeze(2) + torch.arange(-width, width, device=points.device)
+        flat = slots.view(-1)
+        x, y = strips.padded_x.index_select(0, flat), strips.padded_y.index_select(0, flat)
+        dx = (x.view(slots.shape) - strips.x[points].view(-1, 1, 1)).abs()
+        dy = (y.view(slots.shape) - strips.y[points].view(-1, 1, 1)).abs()
+        distance = torch.maximum(dx, dy)
+        distance[:, reach, width] = inf  # the point itself, at its own position in its own strip
+        low, high = dy[:, :, 0], dy[:, :, -1]
+    else:  # wider than the padding: mask slots outside each strip
+        offsets = torch.arange(-width, width, device=points.device)
+        position = at - (strips.row_of[points].unsqueeze(1) * strips.row_size + (target + 1) * strips.region)
+        position = position - strips.pad  # rank in the strip of the first slot at or above y
+        length = strips.length[target + 1].unsqueeze(2)
+        index = position.unsqueeze(2) + offsets
+        inside = (index >= 0) & (index < length)
+        slots = (at.unsqueeze(2) + offsets).clamp(0, len(strips.padded_x) - 1)
+        flat = slots.view(-1)
+        x, y = strips.padded_x.index_select(0, flat), strips.padded_y.index_select(0, flat)
+        dx = (x.view(slots.shape) - strips.x[points].view(-1, 1, 1)).abs()
+        dy = (y.view(slots.shape) - strips.y[points].view(-1, 1, 1)).abs()
+        self_slot = (offsets == 0).view(1, 1, -1) & (
+            torch.arange(len(target[0]), device=points.device) == reach
+        ).view(1, -1, 1)
+        distance = torch.where(inside & ~self_slot, torch.maximum(dx, dy), torch.full_like(dx, inf))
+        low = torch.where(
+            inside[:, :, 0] & (index[:, :, 0] > 0), dy[:, :, 0], torch.full_like(dy[:, :, 0], inf)
+        )
+        high_ok = inside[:, :, -1] & (index[:, :, -1] < length[:, :, 0] - 1)
+        high = torch.where(high_ok, dy[:, :, -1], torch.full_like(dy[:, :, -1], inf))
+    eps = distance.flatten(1).topk(k, dim=1, largest=False).values[:, -1]
+    y_gap = torch.minimum(low, high).min(dim=1).values
+    return eps, eps > strips.x_gaps(points, reach), eps > y_gap
+
+
+def _kth_neighbour_distance(
+    x: Tensor, y: Tensor, k: int, xs: Tensor, rank_x: Tensor, rank_y: Tensor
+) -> Tensor:
     """Max-norm distance ``[P, N]`` of each point ``(x, y)`` of a row to its k-th nearest other point.
 
     Exact, by a search that widens until it provably holds the neighbours. The points of a row are cut
-    into strips of ``m ~ sqrt(k N)`` consecutive points in x order and kept sorted by y inside each strip.
-    A point looks at the ``w`` points below and above its y in each of the ``2 r + 1`` strips around its
-    own. The k-th smallest distance ``eps`` among them is the true one when every point left out is at
-    least ``eps`` away: those of farther strips by their x-gap to the nearest outside strip edge, those
-    of a searched strip by the y-gap to the window's end. Points where that fails search again with
-    ``r`` and ``w`` doubled; the last round takes every point. Points on a near-monotone curve finish in
-    the first round; independent coordinates need about ``3 * 2w`` candidates per point instead of the
-    ``~sqrt(k N)`` of a search along x alone.
+    into strips of ``m ~ sqrt(k N)`` consecutive points in x order and kept sorted by y inside each strip
+    (:class:`_Strips`). A point looks at the ``w`` points below and above its y in each of the
+    ``2 r + 1`` strips around its own. The k-th smallest distance ``eps`` among them is the true one when
+    every point left out is at least ``eps`` away: those of farther strips by their x-gap to the nearest
+    outside strip edge, those of a searched strip by the y-gap to the window's end. Where the x-gap bound
+    fails ``r`` doubles, where the y-gap bound fails ``w`` doubles, and the point searches again; with
+    every strip whole nothing is left out. Independent coordinates need about ``3 * 2w`` candidates per
+    point instead of the ``~sqrt(k N)`` of a search along x alone. ``xs, rank_x`` and ``rank_y`` are the
+    sorted rows of ``x`` and the ranks of ``x`` and ``y`` (:func:`_ranks`).
     """
     p, n = x.shape
-    device = x.device
-    m = min(n, max(k + 1, round((k * n) ** 0.5)))
-    strips = -(-n // m)
-    xs, rank_x = _ranks(x)
-    rank_y = _ranks(y)[1]
-    strip = rank_x // m  # [P, N]
-    row_key = torch.arange(p, device=device).unsqueeze(1) * (strips * n)
-    key_sorted, arrangement = (row_key + strip * n + rank_y).view(-1).sort()  # by row, strip, then y
-    slot_x, slot_y = x.reshape(-1)[arrangement], y.reshape(-1)[arrangement]
-    own_slot = torch.empty_like(arrangement).scatter_(0, arrangement, torch.arange(p * n, device=device))
-    flat_x, flat_y, flat_strip = x.reshape(-1), y.reshape(-1), strip.reshape(-1)
-    flat_rank_y, flat_xs = rank_y.reshape(-1), xs.reshape(-1)
-    neighbour_at = _adjacent_strip_positions(strip, rank_y, own_slot.view(p, n), m, strips)
-    radius = torch.empty(p * n, dtype=x.dtype, device=device)
-    pending = torch.arange(p * n, device=device)
-    reach, width = 1, 2 * k
-    inf = float("inf")
-    while len(pending):
-        exhaustive = reach >= strips and width >= m
-        steps = torch.arange(-reach, reach + 1, device=device)  # strip offsets
-        window = torch.arange(-width, width, device=device)  # slots around the query's y in a strip
-        still_open = []
-        for block in pending.split(max(1, _BLOCK // (len(steps) * len(window)))):
-            row = block // n
-            own = flat_strip[block]
-            qx, qy = flat_x[block].unsqueeze(1), flat_y[block].unsqueeze(1)
-            target = own.unsqueeze(1) + steps  # [B, T] strips searched
-            strip_ok = (target >= 0) & (target < strips)
-            target = target.clamp(0, strips - 1)
-            first = row.unsqueeze(1) * n + target * m  # first slot of each strip
-            last = row.unsqueeze(1) * n + torch.clamp((target + 1) * m, max=n)  # one past its last slot
-            if reach == 1:  # the first round, every point: positions in the adjacent strips precomputed
-                at = torch.stack([neighbour_at[0][block], own_slot[block], neighbour_at[1][block]], dim=1)
-            else:  # first slot of each strip at or above the query's y
-                query_key = (row * (strips * n) + flat_rank_y[block]).unsqueeze(1) + target * n
-                at = torch.searchsorted(key_sorted, query_key)
-            slots = at.unsqueeze(2) + window  # [B, T, W]
-            inside = (slots >= first.unsqueeze(2)) & (slots < last.unsqueeze(2)) & strip_ok.unsqueeze(2)
-            slots = slots.clamp(0, p * n - 1)
-            gathered = slots.view(-1)
-            dx = (slot_x.index_select(0, gathered).view(slots.shape) - qx.unsqueeze(2)).abs()
-            dy = (slot_y.index_select(0, gathered).view(slots.shape) - qy.unsqueeze(2)).abs()
-            candidate = inside & (slots != own_slot[block].view(-1, 1, 1))
-            distance = torch.where(candidate, torch.maximum(dx, dy), torch.full_like(dx, inf))
-            eps = distance.flatten(1).topk(k, dim=1, largest=False).values[:, -1]
-            if exhaustive:
-                radius[block] = eps
-                continue
-            # y-gaps to the window ends of every searched strip (none where the window reaches the end)
-            low_open = inside[:, :, 0] & (slots[:, :, 0] > first)
-            high_open = inside[:, :, -1] & (slots[:, :, -1] < last - 1)
-            gap = (
-                torch.minimum(
-                    torch.where(low_open, dy[:, :, 0], torch.full_like(eps, inf).unsqueeze(1)),
-                    torch.where(high_open, dy[:, :, -1], torch.full_like(eps, inf).unsqueeze(1)),
-                )
-                .min(dim=1)
-                .values
-            )
-            # x-gaps to the nearest strips not searched
-            left, right = own - reach, own + reach + 1
-            row_start = row * n
-            left_x = flat_xs[(row_start + left * m - 1).clamp(min=0)]
-            right_x = flat_xs[(row_start + right * m).clamp(max=p * n - 1)]
-            gap = torch.minimum(gap, torch.where(left > 0, qx.squeeze(1) - left_x, torch.full_like(eps, inf)))
-            gap = torch.minimum(
-                gap, torch.where(right * m < n, right_x - qx.squeeze(1), torch.full_like(eps, inf))
-            )
-            done = eps <= gap
+    first_width = 2 * k  # the padded first round: 3 strips x 12 slots
+    strips = _Strips(x, y, k, first_width, xs, rank_x, rank_y)
+    radius = torch.empty(p * n, dtype=x.dtype, device=x.device)
+    queue = {(1, first_width): torch.arange(p * n, device=x.device)}
+    while queue:
+        (reach, width), pending = queue.popitem()
+        for block in pending.split(max(1, _BLOCK // ((2 * reach + 1) * 2 * width))):
+            eps, x_fail, y_fail = _search(strips, block, reach, width, k)
+            done = ~(x_fail | y_fail)
             radius[block[done]] = eps[done]
-            still_open.append(block[~done])
-        pending = torch.cat(still_open) if still_open else pending[:0]
-        reach, width = min(2 * reach, strips), min(2 * width, m)
+            for grow_reach, grow_width in ((True, False), (False, True), (True, True)):
+                chosen = (x_fail == grow_reach) & (y_fail == grow_width) & ~done
+                if chosen.any():
+                    state = (
+                        min(2 * reach, strips.strips) if grow_reach else reach,
+                        min(2 * width, strips.m) if grow_width else width,
+                    )
+                    queue[state] = (
+                        torch.cat([queue[state], block[chosen]]) if state in queue else block[chosen]
+                    )
     return radius.view(p, n)
 
 
@@ -340,9 +389,10 @@ def ksg_paired(x: Tensor, y: Tensor, k: int = DEFAULT_NEIGHBOURS) -> Tensor:
             f"need x and y of one shape [N, P] with N > k = {k}, got {list(x.shape)} {list(y.shape)}"
         )
     with _one_cpu_thread(x.device):
-        radius = _kth_neighbour_distance(x, y, k)
-        n_x = (_count_closer(x.sort(dim=1).values, x, radius) - 1).double()  # itself is at distance 0
-        n_y = (_count_closer(y.sort(dim=1).values, y, radius) - 1).double()
+        (xs, rank_x), (ys, rank_y) = _ranks(x), _ranks(y)
+        radius = _kth_neighbour_distance(x, y, k, xs, rank_x, rank_y)
+        n_x = (_count_closer(xs, x, radius) - 1).double()  # the point itself is at distance 0
+        n_y = (_count_closer(ys, y, radius) - 1).double()
     digamma = torch.special.digamma
     constant = digamma(torch.tensor(float(n), dtype=torch.float64)) + digamma(
         torch.tensor(float(k), dtype=torch.float64)
