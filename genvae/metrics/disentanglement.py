@@ -54,6 +54,7 @@ from genvae.metrics.mutual_information import (
     entropy,
     mutual_information,
     mutual_information_matrix,
+    one_cpu_thread,
     rank,
 )
 
@@ -234,6 +235,14 @@ def disentanglement_metrics(
     if attributes.shape[1:] != (len(names),):
         raise ValueError(f"{len(names)} attribute names for attributes of shape {list(attributes.shape)}")
     check_protocol(protocol)
+    with one_cpu_thread(latents.device):  # many small ops: see one_cpu_thread
+        return _all_metrics(latents, attributes, names, protocol, bins)
+
+
+def _all_metrics(
+    latents: Tensor, attributes: Tensor, names: list[str] | tuple[str, ...], protocol: Protocol, bins: int
+) -> dict[str, float]:
+    """:func:`disentanglement_metrics` once its arguments are checked."""
     finite = latents.isfinite().all(dim=1) & attributes.isfinite().all(dim=1)
     z, a = _check(latents[finite], attributes[finite])
     mi, h = _mutual_information_of(z, a, protocol, bins)

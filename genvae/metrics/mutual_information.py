@@ -51,6 +51,7 @@ __all__ = [
     "ksg_paired",
     "mutual_information",
     "mutual_information_matrix",
+    "one_cpu_thread",
     "rank",
     "standardize_and_jitter",
 ]
@@ -330,11 +331,12 @@ def _kth_neighbour_distance(
 
 
 @contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
     """Run torch CPU ops on one intra-op thread inside the block, then restore the thread count.
 
-    The KSG search is thousands of cache-sized ops; on the 2-core development machine, shared with other
-    jobs, two OpenMP threads made it 10-20x slower than one (their barriers wait on busy cores).
+    The KSG search is thousands of cache-sized ops and the other latent metrics are small ones: on the
+    2-core development machine, shared with other jobs, two OpenMP threads per op made them 5-20x slower
+    than one (their barriers wait on busy cores).
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
@@ -388,7 +390,7 @@ def ksg_paired(x: Tensor, y: Tensor, k: int = DEFAULT_NEIGHBOURS) -> Tensor:
         raise ValueError(
             f"need x and y of one shape [N, P] with N > k = {k}, got {list(x.shape)} {list(y.shape)}"
         )
-    with _one_cpu_thread(x.device):
+    with one_cpu_thread(x.device):
         (xs, rank_x), (ys, rank_y) = _ranks(x), _ranks(y)
         radius = _kth_neighbour_distance(x, y, k, xs, rank_x, rank_y)
         n_x = (_count_closer(xs, x, radius) - 1).double()  # the point itself is at distance 0
