@@ -336,7 +336,7 @@ def reference_metrics(latents: np.ndarray, attributes: np.ndarray, seed: int = 0
     return results
 
 
-@pytest.mark.parametrize("n", [1000, 4000])
+@pytest.mark.parametrize("n", [1000, 5000])
 @pytest.mark.parametrize("kind", ["clean", "noisy", "entangled", "random"])
 def test_ksg_protocol_agrees_with_the_reference_code(kind: str, n: int) -> None:
     attributes = morpho_like_attributes(n, seed=n)
