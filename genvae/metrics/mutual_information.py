@@ -15,11 +15,12 @@ attribute "entropies" ``H [A]`` that normalise MIG, in nats, as one of three pub
   other points strictly closer than ``eps_i`` in ``x`` (``y``). ``H(a)`` is that estimator's MI of the
   attribute with a second, independently jittered copy of itself (``mutual_info_regression(a, a)``):
   ``psi(N) - psi(k + 1)`` for a continuous attribute (7.95 nats at N = 10,000; the jitter puts the k-th
-  neighbour a hair inside the radius in one of the two copies), less where ties make it discrete. Here the same
-  estimator is computed exactly (the k-th neighbour by a windowed search over the x-sorted points that
-  widens until it provably holds the neighbour, the counts by binary search with the float comparisons
-  scikit-learn makes), vectorised over all column pairs and device-generic; the jitter comes from a
-  seeded torch generator, so results are deterministic (scikit-learn's default draws fresh noise).
+  neighbour a hair inside the radius in one of the two copies), less where ties make it discrete. Here
+  the same estimator is computed exactly, vectorised over all column pairs and device-generic: the k-th
+  neighbour by a search in strips of the x-sorted points that widens until a bound proves it complete
+  (:func:`_kth_neighbour_distance`), the counts by binary search with the float comparisons
+  scikit-learn's KD-tree makes. The jitter comes from a seeded torch generator, so results are
+  deterministic (scikit-learn's default draws fresh noise on every call).
 - ``"quantile"`` -- every column in ``bins`` equal-mass bins (:func:`discretize`), plug-in MI of the
   discretised pair and plug-in entropy of the discretised attribute: invariant to monotone rescaling,
   biased upwards by about ``(bins - 1)^2 / (2N)`` nats.
