@@ -1,11 +1,12 @@
 """Time the latent metrics per mutual-information protocol against the AR-VAE reference code, and compare.
 
-    python benchmarks/bench_latent_metrics.py [--n 10000] [--dims 16]
+    python benchmarks/bench_latent_metrics.py [--n 10000] [--dims 16] [--data path/to/mnist]
     python benchmarks/bench_latent_metrics.py --checkpoint path/to/last.ckpt --model arvae --data path/to/mnist
 
 Synthetic mode: ``--n`` x ``--dims`` latents (random, and six noisy attribute copies plus noise dims) of six
-Morpho-MNIST-like attribute columns. Checkpoint mode: the model's posterior-mean latents of the 10k test
-images (``MNISTDataModule(source="train")``, the standard split) and their measured attributes. Every
+Morpho-MNIST-like attribute columns, or with ``--data`` of the measured attributes of the 10k test images
+(``MNISTDataModule(source="train")``, the standard split). Checkpoint mode: the model's posterior-mean
+latents of those test images and their measured attributes. Every
 metric is computed by genvae under each protocol and by the reference (github.com/ashispati/ar-vae
 ``utils/evaluation.py``, scikit-learn's ``mutual_info_regression``, as ``tests/test_metrics.py``
 reproduces it), each timed once (wall clock and process CPU time: on a machine shared with other jobs
@@ -37,8 +38,19 @@ from tests.test_metrics import morpho_like_attributes, reference_metrics  # noqa
 KEYS = ("interpretability", "mig", "modularity", "sap", "spearman")
 
 
-def synthetic(n: int, dims: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    attributes = morpho_like_attributes(n, seed=1)
+def test_attributes(data: str) -> torch.Tensor:
+    """The measured Morpho-MNIST attributes ``[N, 6]`` of the test images (standard split), finite rows."""
+    from genvae.data import MNISTDataModule
+
+    datamodule = MNISTDataModule(root=data, source="train", download=False, data_on_device=False)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    attributes = datamodule.splits["test"]["attributes"].double()
+    return attributes[attributes.isfinite().all(1)]
+
+
+def synthetic(attributes: torch.Tensor, dims: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    n = len(attributes)
     g = torch.Generator().manual_seed(2)
     standard = (attributes - attributes.mean(0)) / attributes.std(0)
     noise = torch.randn(n, dims - 6, generator=g, dtype=torch.float64)
@@ -73,14 +85,18 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=16, help="synthetic latent dims (>= 6)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a VAE-family checkpoint instead")
     parser.add_argument("--model", choices=["arvae", "vae"], default="arvae", help="the checkpoint's class")
-    parser.add_argument("--data", default=None, help="MNIST folder (checkpoint mode)")
+    parser.add_argument(
+        "--data", default=None, help="MNIST folder: real test attributes (and checkpoint mode)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the scikit-learn reference")
     parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
     args = parser.parse_args()
     if args.checkpoint is not None:
         cases = {args.checkpoint.name: checkpoint_latents(args.checkpoint, args.model, args.data)}
+    elif args.data is not None:
+        cases = synthetic(test_attributes(args.data), args.dims)
     else:
-        cases = synthetic(args.n, args.dims)
+        cases = synthetic(morpho_like_attributes(args.n, seed=1), args.dims)
     names = ("thickness", "slant", "length", "area", "width", "height")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
     records = []
