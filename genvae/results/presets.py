@@ -115,7 +115,12 @@ PRESETS: dict[str, Preset] = {
             test_limit=1,
             callback_overrides={
                 "LatentTraversal": {"num_bases": 2, "curve_steps": 3},
-                "AttributeControlEvaluation": {"num_images": 8},
+                "AttributeControlEvaluation": {
+                    "num_images": 8,
+                    "calibration_images": 16,
+                    "steps": [1.0],
+                    "rounds": 1,
+                },
             },
             hardware="CPU",
         ),
