@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import time
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     path = next(
         p
         for p in (Path(args.data) / "t10k-images-idx3-ubyte.gz", Path(args.data) / "t10k-images-idx3-ubyte")
@@ -112,6 +114,8 @@ def main() -> None:
     record = {
         "date": now.strftime("%Y-%m-%d %H:%M"),
         "hardware": hardware_info(),
+        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "device": str(device),
         "images": len(images),
         "repeats_seconds": runs,
