@@ -284,18 +284,19 @@ def reconstruction_morphometry_table(summary: Summary) -> str:
 
 
 def control_table(summary: Summary) -> str:
-    """Every ``test/control/*`` metric of the models that have them (one column per model)."""
-    experiments = [
-        e
-        for e in ("betavae", "arvae")
-        if any(m.startswith("test/control/") for (x, m) in summary.rows if x == e)
-    ]
+    """Closed-loop attribute control of the β-VAE and AR-VAE: error, leakage, identity (``test/control/*``)."""
+    experiments = [e for e in ("betavae", "arvae") if summary.get(e, "test/control/error") is not None]
     if not experiments:
         return "_no control evaluation in the runs yet_"
-    metrics = sorted({m for (x, m) in summary.rows if x in experiments and m.startswith("test/control/")})
-    rows = [
-        [m.removeprefix("test/control/"), *[fmt(summary.get(e, m), 3) for e in experiments]] for m in metrics
+    rows_spec = [
+        ("median abs. error / std, all edits", "test/control/error"),
+        *((f"  error, {a} edits", f"test/control/error/{a}") for a in ATTRIBUTES),
+        ("leakage into other attributes (mean abs. change / std)", "test/control/leakage"),
+        *((f"  leakage of {a} edits", f"test/control/leakage/{a}") for a in ATTRIBUTES),
+        ("identity kept, ±1 std edits", "test/control/identity_1std"),
+        ("identity kept, all edits", "test/control/identity"),
     ]
+    rows = [[label, *[fmt(summary.get(e, key), 3) for e in experiments]] for label, key in rows_spec]
     table = markdown_table(["metric", *[LABELS[e] for e in experiments]], rows)
     return f"{table}\n\n{_provenance(summary, experiments)}"
 
