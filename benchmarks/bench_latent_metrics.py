@@ -30,6 +30,7 @@ import torch
 from genvae.metrics import disentanglement_metrics
 from genvae.metrics.mutual_information import PROTOCOLS
 from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.machine import hardware_info
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the scikit-learn reference")
     parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     if args.checkpoint is not None:
         cases = {args.checkpoint.name: checkpoint_latents(args.checkpoint, args.model, args.data)}
     elif args.data is not None:
@@ -133,7 +135,10 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "hardware": hardware_info(),
         "load_average_after": os.getloadavg(),
+        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "records": records,
     }
     path = args.json or REPO / "results" / "bench" / f"latent-metrics-{now:%Y%m%d-%H%M}.json"

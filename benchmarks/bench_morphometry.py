@@ -1,17 +1,24 @@
 """Morphometric distances on the real t10k digits: known answers and the time of a 10k vs 10k comparison.
 
-    python benchmarks/bench_morphometry.py --data ../shared/data/mnist [--device cpu] [--repeats 3]
+    python benchmarks/bench_morphometry.py --data ../shared/data/mnist [--device cpu] [--repeats 3] [--json out.json]
 
 Prints a Markdown table of FMD, W1 (thickness, slant) and the thickness / slant mean shift for three pairs
 of sets: a random split of t10k into halves (same population), the first vs the last 5,000 digits (NIST SD-3
 vs SD-1 writers) and the 10k digits vs the same digits dilated by one pixel (3 x 3 max filter), then the
 best-of-``repeats`` wall time of ``morphometric_distances`` on 10k vs 10k images and of the distances alone
-on their precomputed attributes.
+on their precomputed attributes. Every number it prints goes, with the machine
+(:func:`genvae.utils.machine.hardware_info`), the date and the load average before and after, to
+``results/bench/morphometry-<date>-<device>.json`` (or ``--json``), from which ``python -m genvae.results
+tables`` renders the README's ``morphometry-known-answers`` section.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +28,10 @@ from scipy import ndimage
 from genvae.data.attributes import morpho_attributes
 from genvae.data.idx import read_idx
 from genvae.metrics.morphometry import attribute_distances, morphometric_distances
+from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.machine import hardware_info
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def best_time(fn: object, repeats: int, device: torch.device) -> float:
@@ -43,7 +54,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     device = torch.device(args.device)
     folder = Path(args.data)
     path = next(
@@ -66,8 +79,10 @@ def main() -> None:
     columns = ["fmd", "w1/thickness", "w1/slant", "shift/thickness", "shift/slant", "ks/slant"]
     print("| sets | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
+    cases = []
     for name, (real, generated) in pairs.items():
         results = attribute_distances(real, generated)
+        cases.append({"name": name, "real": len(real), "generated": len(generated), **results})
         print(f"| {name} | " + " | ".join(f"{results[c]:.3f}" for c in columns) + " |")
     full = best_time(lambda: morphometric_distances(images, dilated), args.repeats, device)
     only = best_time(lambda: attribute_distances(attributes, dilated_attributes), args.repeats, device)
@@ -75,6 +90,27 @@ def main() -> None:
         f"\nmorphometric_distances, {len(images)} vs {len(dilated)} images: {full:.2f} s (best of {args.repeats})"
     )
     print(f"attribute_distances on the precomputed attributes: {only * 1000:.1f} ms")
+    now = datetime.datetime.now(datetime.UTC)
+    record = {
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["benchmarks/bench_morphometry.py", *sys.argv[1:]]),
+        "hardware": hardware_info(),
+        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "device": str(device),
+        "images": len(images),
+        "seed": args.seed,
+        "cases": cases,
+        "timing": {
+            "repeats": args.repeats,
+            "images": [len(images), len(dilated)],
+            "morphometric_distances_seconds": full,
+            "attribute_distances_seconds": only,
+        },
+    }
+    out = args.json or REPO / "results" / "bench" / f"morphometry-{now:%Y%m%d-%H%M}-{device.type}.json"
+    atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":
