@@ -111,16 +111,19 @@ def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pyt
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
     names = [c["class_path"].rsplit(".", 1)[-1] for c in callbacks]
     assert names == [
+        "LatentMetrics",
         "SampleQuality",
         "MorphometricFidelity",
         "ImportanceWeightedNLL",
         "LatentTraversal",
+        "AttributeControlEvaluation",
         "Reconstructions",
         "Samples",
         "Interpolation",
         "LatentScatter",
     ]
-    assert callbacks[0]["init_args"]["classifier_checkpoint"] == str(CLASSIFIER)
+    assert callbacks[0]["init_args"] == {"protocol": "ksg", "latent": "mean"}
+    assert callbacks[1]["init_args"]["classifier_checkpoint"] == str(CLASSIFIER)
     # the CLI's own callbacks come on top of any list, once each
     added = default_callbacks([MetricsJSON()])
     assert [type(c) for c in added] == [c for c in DEFAULT_CALLBACKS if c is not MetricsJSON]
@@ -155,6 +158,7 @@ def test_genvae_test_prints_and_writes_every_metric(
     assert not missing, f"{missing} not in {sorted(written)}"
     not_finite = [key for key in EXPECTED if written[key] is None or not math.isfinite(written[key])]
     assert not not_finite, written
+    assert written["meta/latent_protocol"] == "ksg" and written["meta/latent"] == "mean"  # LatentMetrics
     assert written["test/fid"] > 0
     assert 0 <= written["test/precision"] <= 1 and 0 <= written["test/recall"] <= 1
     assert 0 <= written["test/recon_accuracy"] <= 1

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_NEIGHBOURS",
     "PROTOCOLS",
     "Protocol",
+    "check_protocol",
     "discretize",
     "entropy",
     "histogram_discretize",
