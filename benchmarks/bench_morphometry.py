@@ -1,6 +1,6 @@
 """Morphometric distances on the real t10k digits: known answers and the time of a 10k vs 10k comparison.
 
-    python benchmarks/bench_morphometry.py --data ../shared/data/mnist [--device cpu] [--repeats 3] [--json out.json]
+    python benchmarks/bench_morphometry.py --data ../shared/data/mnist [--device cpu] [--repeats 3] [--json F]
 
 Prints a Markdown table of FMD, W1 (thickness, slant) and the thickness / slant mean shift for three pairs
 of sets: a random split of t10k into halves (same population), the first vs the last 5,000 digits (NIST SD-3
@@ -70,7 +70,7 @@ def main() -> None:
     half = len(images) // 2
     pairs = {
         f"random halves of t10k (seed {args.seed})": (attributes[order[:half]], attributes[order[half:]]),
-        "first vs last 5,000 t10k (SD-3 vs SD-1 writers)": (attributes[:half], attributes[half:]),
+        f"first vs last {half:,} t10k (SD-3 vs SD-1 writers)": (attributes[:half], attributes[half:]),
         "t10k vs t10k dilated (3x3 max filter)": (attributes, dilated_attributes),
     }
     print(

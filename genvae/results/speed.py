@@ -1,13 +1,18 @@
-"""The README's speed tables, from the benchmark JSON files under ``results/bench/``.
+"""The README's benchmark tables, from the benchmark JSON files under ``results/bench/``.
 
-``benchmarks/bench_attributes.py`` writes ``attributes*.json`` and ``benchmarks/bench_training.py`` writes
-``training*.json`` (each with the machine, thread count and versions it ran on); every file is one row, so
-repeated runs on different days or machines sit side by side with their absolute times.
+``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
+``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json`` and
+``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json`` (each with the machine, thread count,
+versions and load average it ran on). Every file is one row (one row per case where a file measures
+several), newest last, so repeated runs on different days or machines sit side by side with their absolute
+times. :func:`speed_tables` returns the marked README sections ``speed-attributes``, ``speed-training``,
+``morphometry-known-answers`` and ``speed-latent-metrics``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from genvae.results.markdown import markdown_table
@@ -22,13 +27,48 @@ def _load(bench: Path, pattern: str) -> list[dict]:
             records.append(json.loads(path.read_text()))
         except ValueError:
             continue
-    return sorted(records, key=lambda r: r.get("date", ""))
+    return sorted(records, key=lambda r: str(r.get("date", "")).replace("T", " "))
 
 
 def _machine(record: dict) -> str:
-    hw = record.get("hardware", {})
+    """GPU name or CPU cores and model, threads and torch version; older records without ``hardware``
+    (``bench_latent_metrics.py`` before it recorded one) fall back to their top-level fields."""
+    hw = record.get("hardware") or {
+        "cpu_count": record.get("cpus"),
+        "processor": record.get("processor", "CPU"),
+        "torch_threads": record.get("threads"),
+        "torch": record.get("torch"),
+    }
     where = hw.get("cuda") or f"{hw.get('cpu_count')}-core {hw.get('processor', 'CPU')}"
     return f"{where}, {hw.get('torch_threads')} threads, torch {hw.get('torch')}"
+
+
+def _load_average(record: dict) -> str:
+    """The 1-minute load average before → after the run (``load_average``), or after only (older
+    ``load_average_after`` records), or an em dash: how busy the shared machine was."""
+    load = record.get("load_average")
+    if isinstance(load, dict) and load.get("before") and load.get("after"):
+        return f"{load['before'][0]:.1f} → {load['after'][0]:.1f}"
+    after = record.get("load_average_after")
+    if after:
+        return f"{after[0]:.1f} (after)"
+    return "—"
+
+
+def _date(record: dict) -> str:
+    """``YYYY-MM-DD HH:MM`` of the record's ``date`` (ISO or already in that form)."""
+    return str(record.get("date", "—")).replace("T", " ")[:16]
+
+
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "—"
+
+
+def _number(value: object, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals; an em dash for a missing or non-finite value."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}f}"
 
 
 def attributes_table(bench: Path) -> str:
@@ -37,8 +77,9 @@ def attributes_table(bench: Path) -> str:
         return "_no attribute benchmark in results/bench yet_"
     rows = [
         [
-            r.get("date", "—"),
+            _date(r),
             _machine(r),
+            _load_average(r),
             r.get("device", "cpu"),
             f"{r['images']:,}",
             f"{r['genvae_ms_per_image']:.3f} ms ({r['genvae_seconds']:.2f} s)",
@@ -50,6 +91,7 @@ def attributes_table(bench: Path) -> str:
     header = [
         "date",
         "machine",
+        "load (1 min)",
         "device",
         "images",
         "genvae per image (total)",
@@ -69,8 +111,9 @@ def training_table(bench: Path) -> str:
         switches = ", ".join(k for k in ("compile", "channels_last") if r.get(k)) or "—"
         rows.append(
             [
-                r.get("date", "—"),
+                _date(r),
                 _machine(r),
+                _load_average(r),
                 switches,
                 f"{rate['genvae']:.0f}",
                 f"{rate['plain']:.0f}",
@@ -82,6 +125,7 @@ def training_table(bench: Path) -> str:
     header = [
         "date",
         "machine",
+        "load (1 min)",
         "switches",
         "genvae img/s",
         "plain loop img/s",
@@ -92,6 +136,102 @@ def training_table(bench: Path) -> str:
     return markdown_table(header, rows)
 
 
+MORPHOMETRY_COLUMNS = ("fmd", "w1/thickness", "w1/slant", "shift/thickness", "shift/slant", "ks/slant")
+MORPHOMETRY_UNITS = {"fmd": "", "w1/thickness": " (px)", "w1/slant": " (rad)", "shift/thickness": " (px)"}
+MORPHOMETRY_UNITS |= {"shift/slant": " (rad)", "ks/slant": ""}
+
+
+def morphometry_table(bench: Path) -> str:
+    """Known answers of the morphometric distances on the real t10k digits (``morphometry*.json``): one row
+    per case of each file, with the file's machine, load and 10k vs 10k times in every row."""
+    records = _load(bench, "morphometry*.json")
+    if not records:
+        return "_no morphometry benchmark in results/bench yet_"
+    rows = []
+    for r in records:
+        timing = r.get("timing", {})
+        n_real, n_generated = timing.get("images") or (r.get("images"), r.get("images"))
+        full = _number(timing.get("morphometric_distances_seconds"), 2)
+        only = _number(1000 * timing.get("attribute_distances_seconds", math.nan), 1)
+        seconds = (
+            f"{full} s for {_count(n_real)} vs {_count(n_generated)} images ({only} ms on their attributes)"
+        )
+        for case in r.get("cases", []):
+            sets = f"{case.get('name', '—')} ({_count(case.get('real'))} vs {_count(case.get('generated'))})"
+            rows.append(
+                [
+                    _date(r),
+                    _machine(r),
+                    _load_average(r),
+                    sets,
+                    *[_number(case.get(c)) for c in MORPHOMETRY_COLUMNS],
+                    seconds,
+                ]
+            )
+    header = [
+        "date",
+        "machine",
+        "load (1 min)",
+        "sets (images)",
+        *[f"{c}{MORPHOMETRY_UNITS[c]}" for c in MORPHOMETRY_COLUMNS],
+        "morphometric_distances time, best of repeats",
+    ]
+    return markdown_table(header, rows)
+
+
+def _seconds(entry: dict | None) -> str:
+    """Wall seconds with the process CPU seconds in brackets (the fairer measure on a shared machine)."""
+    if not entry:
+        return "—"
+    return f"{_number(entry.get('seconds'), 2)} s ({_number(entry.get('cpu_seconds'), 2)} s CPU)"
+
+
+def latent_metrics_table(bench: Path) -> str:
+    """Time of every latent metric per mutual-information protocol and of the AR-VAE reference code
+    (``latent-metrics*.json``), one row per case of each file, with the largest |ksg - reference|."""
+    records = _load(bench, "latent-metrics*.json")
+    if not records:
+        return "_no latent-metrics benchmark in results/bench yet_"
+    protocols = list(dict.fromkeys(p for r in records for c in r.get("records", []) for p in _protocols(c)))
+    rows = []
+    for r in records:
+        for case in r.get("records", []):
+            n, dims = case.get("shape") or (None, "—")
+            difference = case.get("max_abs_difference_ksg_vs_reference")
+            rows.append(
+                [
+                    _date(r),
+                    _machine(r),
+                    _load_average(r),
+                    f"{case.get('case', '—')} ({_count(n)} × {dims})",
+                    *[_seconds(case.get(p)) for p in protocols],
+                    _seconds(case.get("reference")),
+                    f"{difference:.1e}" if isinstance(difference, int | float) else "—",
+                ]
+            )
+    header = [
+        "date",
+        "machine",
+        "load (1 min)",
+        "latents (N × dims)",
+        *protocols,
+        "reference (ar-vae + scikit-learn)",
+        "largest ksg − reference difference",
+    ]
+    return markdown_table(header, rows)
+
+
+def _protocols(case: dict) -> list[str]:
+    """The protocol entries of a latent-metrics case: timed results other than the reference."""
+    return [k for k, v in case.items() if isinstance(v, dict) and "seconds" in v and k != "reference"]
+
+
 def speed_tables(bench: Path) -> dict[str, str]:
-    """Marked README sections ``speed-attributes`` and ``speed-training``."""
-    return {"speed-attributes": attributes_table(bench), "speed-training": training_table(bench)}
+    """Marked README sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers`` and
+    ``speed-latent-metrics``."""
+    return {
+        "speed-attributes": attributes_table(bench),
+        "speed-training": training_table(bench),
+        "morphometry-known-answers": morphometry_table(bench),
+        "speed-latent-metrics": latent_metrics_table(bench),
+    }

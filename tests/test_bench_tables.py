@@ -1,0 +1,156 @@
+"""The benchmark sections of the README (``genvae.results.speed``) from tiny synthetic JSON records, and the
+JSON that ``benchmarks/bench_morphometry.py`` writes, read back by its renderer."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from genvae.results.speed import latent_metrics_table, morphometry_table, speed_tables
+
+from .conftest import REPO
+
+HARDWARE = {"cpu_count": 2, "processor": "Xeon", "torch_threads": 2, "torch": "2.x", "cuda": None}
+
+
+def body_rows(table: str) -> list[list[str]]:
+    """The cells of every body row of a Markdown table (header and separator dropped)."""
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in table.splitlines()[2:]]
+
+
+def header(table: str) -> list[str]:
+    return [c.strip() for c in table.splitlines()[0].strip("|").split(" | ")]
+
+
+def morphometry_record(date: str, fmd: float, seconds: float) -> dict:
+    case = {"name": "random halves", "real": 5000, "generated": 5000, "fmd": fmd, "w1/thickness": 0.0123}
+    case |= {"w1/slant": 0.004, "shift/thickness": -0.0456, "shift/slant": math.nan, "ks/slant": 0.5}
+    return {
+        "date": date,
+        "hardware": HARDWARE,
+        "load_average": {"before": [1.25, 1.0, 1.0], "after": [3.0, 1.0, 1.0]},
+        "cases": [case, {**case, "name": "dilated", "real": 10000, "generated": 10000}],
+        "timing": {
+            "repeats": 3,
+            "images": [10000, 10000],
+            "morphometric_distances_seconds": seconds,
+            "attribute_distances_seconds": 0.0123,
+        },
+    }
+
+
+def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
+    # The file names sort the other way round: the rows follow the recorded dates.
+    (tmp_path / "morphometry-b.json").write_text(
+        json.dumps(morphometry_record("2026-12-01 10:00", 0.01, 9.5))
+    )
+    (tmp_path / "morphometry-a.json").write_text(
+        json.dumps(morphometry_record("2026-12-02 08:30", 0.02, 4.25))
+    )
+    (tmp_path / "morphometry-broken.json").write_text("{not json")
+    table = morphometry_table(tmp_path)
+    assert header(table)[4:10] == [
+        "fmd",
+        "w1/thickness (px)",
+        "w1/slant (rad)",
+        "shift/thickness (px)",
+        "shift/slant (rad)",
+        "ks/slant",
+    ]
+    rows = body_rows(table)
+    assert [(r[0], r[3]) for r in rows] == [
+        ("2026-12-01 10:00", "random halves (5,000 vs 5,000)"),
+        ("2026-12-01 10:00", "dilated (10,000 vs 10,000)"),
+        ("2026-12-02 08:30", "random halves (5,000 vs 5,000)"),
+        ("2026-12-02 08:30", "dilated (10,000 vs 10,000)"),
+    ]
+    first, last = rows[0], rows[-1]
+    assert first[1] == "2-core Xeon, 2 threads, torch 2.x"  # the machine in every row
+    assert first[2] == "1.2 → 3.0"  # 1-minute load average before → after
+    assert first[4:10] == ["0.010", "0.012", "0.004", "-0.046", "—", "0.500"]  # NaN shown as a dash
+    assert first[10] == "9.50 s for 10,000 vs 10,000 images (12.3 ms on their attributes)"
+    assert last[4] == "0.020" and last[10].startswith("4.25 s for 10,000 vs 10,000")
+
+
+def latent_case(name: str, ksg: float, reference: float | None, difference: float | None) -> dict:
+    case: dict = {"case": name, "shape": [10000, 16]}
+    for protocol, seconds in (("ksg", ksg), ("quantile", 0.06), ("histogram", 0.04)):
+        case[protocol] = {"seconds": seconds, "cpu_seconds": seconds - 0.01, "mig": 0.1}
+    if reference is not None:
+        case["reference"] = {"seconds": reference, "cpu_seconds": reference - 0.5, "mig": 0.1}
+        case["max_abs_difference_ksg_vs_reference"] = difference
+    return case
+
+
+def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> None:
+    old = {  # the fields bench_latent_metrics.py wrote before it recorded hardware_info()
+        "date": "2026-12-02T00:41:46",
+        "torch": "2.y",
+        "threads": 1,
+        "cpus": 4,
+        "processor": "x86_64",
+        "load_average_after": [5.125, 5.0, 6.0],
+        "records": [latent_case("random", 2.96, 4.4, 2.2e-3), latent_case("noisy", 3.0, 4.3, 5.2e-4)],
+    }
+    new = {
+        "date": "2026-12-02T09:00:00+00:00",
+        "hardware": {**HARDWARE, "cuda": "NVIDIA H200"},
+        "load_average": {"before": [0.5, 1.0, 1.0], "after": [0.75, 1.0, 1.0]},
+        "records": [latent_case("last.ckpt", 1.5, None, None)],
+    }
+    (tmp_path / "latent-metrics-2.json").write_text(json.dumps(old))
+    (tmp_path / "latent-metrics-1.json").write_text(json.dumps(new))
+    table = latent_metrics_table(tmp_path)
+    assert header(table)[3:] == [
+        "latents (N × dims)",
+        "ksg",
+        "quantile",
+        "histogram",
+        "reference (ar-vae + scikit-learn)",
+        "largest ksg − reference difference",
+    ]
+    rows = body_rows(table)
+    assert [r[3] for r in rows] == ["random (10,000 × 16)", "noisy (10,000 × 16)", "last.ckpt (10,000 × 16)"]
+    assert rows[0][:3] == ["2026-12-02 00:41", "4-core x86_64, 1 threads, torch 2.y", "5.1 (after)"]
+    assert rows[0][4:] == [
+        "2.96 s (2.95 s CPU)",
+        "0.06 s (0.05 s CPU)",
+        "0.04 s (0.03 s CPU)",
+        "4.40 s (3.90 s CPU)",
+        "2.2e-03",
+    ]
+    assert rows[2][:3] == ["2026-12-02 09:00", "NVIDIA H200, 2 threads, torch 2.x", "0.5 → 0.8"]
+    assert rows[2][7:] == ["—", "—"]  # run with --no-reference
+
+
+def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -> None:
+    tables = speed_tables(tmp_path)
+    assert set(tables) == {
+        "speed-attributes",
+        "speed-training",
+        "morphometry-known-answers",
+        "speed-latent-metrics",
+    }
+    assert "no morphometry benchmark" in tables["morphometry-known-answers"]
+    assert "no latent-metrics benchmark" in tables["speed-latent-metrics"]
+
+
+def test_bench_morphometry_json_renders(tiny_mnist: Path, tmp_path: Path) -> None:
+    """The benchmark on 100 fake digits: its JSON holds the printed numbers and renders as two-digit rows."""
+    out = tmp_path / "bench" / "morphometry-test.json"
+    script = REPO / "benchmarks" / "bench_morphometry.py"
+    args = [sys.executable, str(script), "--data", str(tiny_mnist), "--repeats", "1", "--json", str(out)]
+    printed = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPO).stdout
+    record = json.loads(out.read_text())
+    assert record["hardware"]["torch_threads"] >= 1 and len(record["load_average"]["after"]) == 3
+    assert [c["name"] for c in record["cases"]][1] == "first vs last 50 t10k (SD-3 vs SD-1 writers)"
+    assert [(c["real"], c["generated"]) for c in record["cases"]] == [(50, 50), (50, 50), (100, 100)]
+    for case in record["cases"]:
+        assert f"{case['fmd']:.3f} | {case['w1/thickness']:.3f}" in printed
+    assert record["timing"]["images"] == [100, 100]
+    assert f"{record['timing']['morphometric_distances_seconds']:.2f} s" in printed
+    rows = body_rows(morphometry_table(out.parent))
+    assert len(rows) == 3 and rows[2][4] == f"{record['cases'][2]['fmd']:.3f}"
