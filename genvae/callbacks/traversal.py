@@ -43,6 +43,29 @@ __all__ = [
 ]
 
 
+_UNITS = {"thickness": "px", "slant": "rad", "length": "px", "area": "px²", "width": "px", "height": "px"}
+
+
+def _grid_figure(grid: Tensor, offsets: Tensor, columns: Sequence[str], cell: int) -> object:
+    """The traversal grid with named columns (latent dim and its attribute) and rows (offset in std)."""
+    from matplotlib.figure import Figure
+
+    height, width = grid.shape[-2:]
+    figure = Figure(figsize=(max(4.0, 0.75 * len(columns) + 1.2), 0.75 * len(offsets) + 1.0))
+    ax = figure.add_subplot()
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([2 + cell / 2 + i * (cell + 2) for i in range(len(columns))])
+    ax.set_xticklabels(columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks([2 + cell / 2 + i * (cell + 2) for i in range(len(offsets))])
+    ax.set_yticklabels([f"{v:+.1f}σ" for v in offsets.tolist()], fontsize=8)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_ylabel("offset from the mean latent (std)")
+    ax.set_title("latent traversal: one dim per column")
+    figure.tight_layout()
+    return figure
+
+
 def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, str]]) -> object:
     """One panel per (dim, attribute) pair: the measured attribute against the offset in std."""
     from matplotlib.figure import Figure
@@ -55,6 +78,7 @@ def _curve_figure(offsets: Tensor, values: Tensor, pairs: Sequence[tuple[int, st
         ax.plot(offsets.numpy(), curve.numpy(), marker="o", markersize=3)
         ax.set_title(f"z{dim}: {name}", fontsize=10)
         ax.set_xlabel("offset (std)")
+        ax.set_ylabel(f"measured {name} ({_UNITS.get(name, 'units')})", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
@@ -113,12 +137,16 @@ class LatentTraversal(L.Callback):
             )
             return
         offsets = torch.linspace(-self.span, self.span, self.steps)
-        images = traverse(module, self.traversed_dims(module), offsets)[:, :, 0]  # from the centre
+        dims = self.traversed_dims(module)
+        images = traverse(module, dims, offsets)[:, :, 0]  # from the centre
         cols = images.shape[1]
         grid = make_grid(images.flatten(0, 1).float().cpu(), nrow=cols, padding=2, pad_value=1.0)
-        log_image(trainer, f"{stage}/traversal/grid", grid)
-        datamodule = getattr(trainer, "datamodule", None)
         pairs = attribute_pairs(module)
+        names = dict(pairs)
+        columns = [f"z{d}: {names[d]}" if d in names else f"z{d}" for d in dims]
+        figure = _grid_figure(grid, offsets, columns, images.shape[-1])
+        log_image(trainer, f"{stage}/traversal/grid", figure_to_array(figure))
+        datamodule = getattr(trainer, "datamodule", None)
         if not getattr(datamodule, "attributes", False) or not pairs:
             return
         curve_offsets, values = attribute_curves(module, pairs, self.curve_steps, self.span, self.num_bases)
