@@ -3,11 +3,13 @@ JSON that ``benchmarks/bench_morphometry.py`` writes, read back by its renderer.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from genvae.results.speed import latent_metrics_table, morphometry_table, speed_tables
 
@@ -138,12 +140,19 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
     assert "no latent-metrics benchmark" in tables["speed-latent-metrics"]
 
 
-def test_bench_morphometry_json_renders(tiny_mnist: Path, tmp_path: Path) -> None:
-    """The benchmark on 100 fake digits: its JSON holds the printed numbers and renders as two-digit rows."""
+def test_bench_morphometry_json_renders(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The benchmark on 100 fake digits: its JSON holds the printed numbers and renders as table rows."""
     out = tmp_path / "bench" / "morphometry-test.json"
     script = REPO / "benchmarks" / "bench_morphometry.py"
-    args = [sys.executable, str(script), "--data", str(tiny_mnist), "--repeats", "1", "--json", str(out)]
-    printed = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPO).stdout
+    spec = importlib.util.spec_from_file_location("bench_morphometry", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = [str(script), "--data", str(tiny_mnist), "--repeats", "1", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    printed = capsys.readouterr().out
     record = json.loads(out.read_text())
     assert record["hardware"]["torch_threads"] >= 1 and len(record["load_average"]["after"]) == 3
     assert [c["name"] for c in record["cases"]][1] == "first vs last 50 t10k (SD-3 vs SD-1 writers)"
