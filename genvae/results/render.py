@@ -55,6 +55,8 @@ LABELS = {
     "vqvae_prior": "VQ-VAE + prior",
 }
 ATTRIBUTES = ("thickness", "slant", "length", "area", "width", "height")
+# the physical-unit edit targets, as evaluated by AttributeControlEvaluation (labels only)
+PHYSICAL_EDITS = {"thickness": "+1 px", "slant": "−0.2 rad", "width": "+2 px", "height": "−0.5 px"}
 UNITS = {"thickness": "px", "slant": "rad", "length": "px", "area": "px²", "width": "px", "height": "px"}
 
 
@@ -296,7 +298,20 @@ def control_table(summary: Summary) -> str:
         ("identity kept, ±1 std edits", "test/control/identity_1std"),
         ("identity kept, all edits", "test/control/identity"),
     ]
-    rows = [[label, *[fmt(summary.get(e, key), 3) for e in experiments]] for label, key in rows_spec]
+    for attribute, request in PHYSICAL_EDITS.items():
+        key = f"test/control/physical/{attribute}"
+        rows_spec += [
+            (f"{attribute} {request}: median abs. error / std (closed loop)", f"{key}/error"),
+            (f"{attribute} {request}: same, calibration alone", f"{key}/error_open_loop"),
+            (f"{attribute} {request}: leakage / identity kept", f"{key}/leakage"),
+        ]
+    rows = []
+    for label, key in rows_spec:
+        cells = [fmt(summary.get(e, key), 3) for e in experiments]
+        if key.endswith("/leakage") and "/physical/" in key:
+            identity = key.removesuffix("leakage") + "identity"
+            cells = [f"{c} / {fmt(summary.get(e, identity), 1, 100.0, '%')}" for c, e in zip(cells, experiments)]
+        rows.append([label, *cells])
     table = markdown_table(["metric", *[LABELS[e] for e in experiments]], rows)
     return f"{table}\n\n{_provenance(summary, experiments)}"
 
