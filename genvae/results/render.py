@@ -310,7 +310,8 @@ def control_table(summary: Summary) -> str:
         cells = [fmt(summary.get(e, key), 3) for e in experiments]
         if key.endswith("/leakage") and "/physical/" in key:
             identity = key.removesuffix("leakage") + "identity"
-            cells = [f"{c} / {fmt(summary.get(e, identity), 1, 100.0, '%')}" for c, e in zip(cells, experiments, strict=True)]
+            kept = [fmt(summary.get(e, identity), 1, 100.0, "%") for e in experiments]
+            cells = [f"{c} / {k}" for c, k in zip(cells, kept, strict=True)]
         rows.append([label, *cells])
     table = markdown_table(["metric", *[LABELS[e] for e in experiments]], rows)
     return f"{table}\n\n{_provenance(summary, experiments)}"
