@@ -13,7 +13,7 @@ from torch import nn
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, ExtrapolationWarning, calibration_path
-from genvae.latent.evaluation import control_evaluation, control_table
+from genvae.latent.evaluation import DEFAULT_PHYSICAL_EDITS, control_evaluation, control_table
 
 from .conftest import REPO
 
@@ -213,6 +213,76 @@ def test_evaluation_of_an_exact_model_gives_no_error_no_leakage_full_identity() 
     assert "| thickness |" in table and "error +1std" in table and "identity" in table
 
 
+def test_physical_edits_of_an_exact_model_hit_the_request_on_the_first_digits() -> None:
+    control, images = exact_control(tolerance=1e-4, rounds=10)
+    labels = torch.arange(len(images)) % 10
+    sizes: list[int] = []
+
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(x))
+        return nn.functional.one_hot(torch.arange(len(x)) % 10, 10).float()
+
+    results = control_evaluation(
+        control, images[:40], labels[:40], classify, steps=[1.0], names=["slant"], physical_images=15
+    )
+    assert sizes == [40] + [15] * len(DEFAULT_PHYSICAL_EDITS)  # one step of slant, then each physical edit
+    for name in ("thickness", "slant", "width", "height"):
+        key = f"physical/{name}"
+        assert results[f"{key}/error"] < 1e-3, name
+        assert results[f"{key}/leakage"] < 1e-6 and results[f"{key}/identity"] == 1.0, name
+        # the calibration alone misses (each digit responds differently): the closed loop is what hits
+        assert results[f"{key}/error_open_loop"] > 10 * max(results[f"{key}/error"], 1e-4), name
+    assert "physical/length/error" not in results
+    assert "| width | " in control_table(results).split("physical edit (alone)")[1]
+
+
+@pytest.mark.filterwarnings("ignore::genvae.latent.control.ExtrapolationWarning")
+def test_physical_edits_are_scored_in_stds_of_the_attribute_and_can_be_switched_off() -> None:
+    control, images = exact_control(rounds=0)  # open loop only: a nonzero error and leakage-free edits
+    results = control_evaluation(
+        control, images[:30], steps=[1.0], names=["width"], physical_edits={"width": 2.0, "slant": -0.2}
+    )
+    for name, change in (("width", 2.0), ("slant", -0.2)):  # the definition, computed by hand
+        column = ATTRIBUTE_NAMES.index(name)
+        result = control.apply(images[:30], {name: change})
+        achieved = result.measured[:, column] - result.original[:, column]
+        expected = float((achieved - change).abs().median() / control.calibrations[name].std)
+        assert expected > 1e-3  # open loop misses
+        assert results[f"physical/{name}/error"] == pytest.approx(expected, rel=1e-5)
+        assert results[f"physical/{name}/error_open_loop"] == results[f"physical/{name}/error"]  # rounds = 0
+    assert "physical/width/identity" not in results  # no classifier, no identity
+    none = control_evaluation(control, images[:30], steps=[1.0], names=["width"], physical_edits={})
+    assert not any(key.startswith("physical/") for key in none)
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"colour": 1.0}, "physical_edits: unknown attributes ['colour']; choose from ['thickness'"),
+        ({"slant": float("nan")}, "physical_edits: slant=nan is not a finite number"),
+        ({"width": "wide"}, "physical_edits: width='wide' is not a finite number"),
+    ],
+)
+def test_bad_physical_edits_are_one_line_config_errors(edits: dict, message: str) -> None:
+    from genvae.callbacks import AttributeControlEvaluation
+
+    control, images = exact_control(rounds=0)
+    with pytest.raises(ConfigError) as info:
+        control_evaluation(control, images[:5], physical_edits=edits)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="^AttributeControlEvaluation: physical_edits: "):
+        AttributeControlEvaluation(physical_edits=edits)
+
+
+def test_physical_edit_of_an_uncalibrated_attribute_is_refused_before_the_evaluation() -> None:
+    model, images, attributes = exact_data()
+    control = AttributeControl.fit(model, images, attributes, ["thickness"], measure=ExactModel.measure)
+    with pytest.raises(
+        ConfigError, match=r"physical_edits: \['height', 'slant', 'width'\] are not calibrated"
+    ):
+        control_evaluation(control, images[:5])
+
+
 # ------------------------------------------------------------------ test-time callback and CLI
 
 
@@ -243,6 +313,8 @@ def test_callback_logs_control_metrics_table_grid_and_calibration(
             "grid_attributes": ["slant"],
             "grid_rows": 2,
             "rounds": 2,
+            "physical_edits": {"thickness": 1.0, "height": -0.5},
+            "physical_images": 5,
         },
     }
     overlay = tmp_path / "control.yaml"
@@ -270,8 +342,13 @@ def test_callback_logs_control_metrics_table_grid_and_calibration(
         "leakage/thickness/area",
         "identity",
         "identity_1std",
+        "physical/thickness/error",
+        "physical/thickness/error_open_loop",
+        "physical/height/leakage",
+        "physical/height/identity",
     ):
         assert f"test/control/{key}" in metrics, key
+    assert "test/control/physical/width/error" not in metrics  # only the requested physical edits
     assert "test/control/error/slant" not in metrics  # only the evaluated attributes
     assert "| thickness |" in ckpt.with_name("last.control.md").read_text()
     control = json.loads(ckpt.with_name("last.control.json").read_text())

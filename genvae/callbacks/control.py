@@ -13,7 +13,11 @@ evaluated ones when there is none), saved as ``<checkpoint stem>.control.json`` 
 
 Logged as ``test/control/<key>`` (``pl_module.log(..., sync_dist=False)``, global rank 0 computes them) so
 :class:`~genvae.callbacks.MetricsJSON` writes them: ``error/<a>/<step>``, ``error/<a>``, ``error``,
-``leakage/<a>/<b>``, ``leakage/<a>``, ``leakage`` and, with a classifier, ``identity/...``. The Markdown
+``leakage/<a>/<b>``, ``leakage/<a>``, ``leakage`` and, with a classifier, ``identity/...``; for each
+``physical_edits`` entry (default: the issue's thickness +1 px, slant -0.2 rad, width +2 px, height -0.5 px),
+applied alone to the first ``physical_images`` of the edited digits, ``physical/<a>/error``,
+``physical/<a>/error_open_loop`` (calibration alone), ``physical/<a>/leakage`` and ``physical/<a>/identity``
+(:func:`~genvae.latent.evaluation.physical_evaluation`). The Markdown
 table goes to ``<checkpoint stem>.control.md`` (else ``control.md`` in the log dir), and one edit grid per
 ``grid_attributes`` entry is logged as ``test/control/grid/<attribute>``.
 """
@@ -30,7 +34,13 @@ from genvae.callbacks.evaluation import load_classifier
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
-from genvae.latent.evaluation import DEFAULT_STEPS, control_evaluation, control_table
+from genvae.latent.evaluation import (
+    DEFAULT_PHYSICAL_EDITS,
+    DEFAULT_STEPS,
+    check_physical_edits,
+    control_evaluation,
+    control_table,
+)
 from genvae.latent.grid import edit_grid, format_request, grid_figure
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, log_image
@@ -53,6 +63,9 @@ class AttributeControlEvaluation(L.Callback):
         grid_rows: test digits (rows) of each grid.
         grid_steps: columns of each grid: requested changes in attribute stds (shown in physical units).
         rounds: closed-loop refinement rounds per edit.
+        physical_edits: ``{attribute: change}`` in physical units (px, rad), each evaluated alone (default:
+            thickness +1, slant -0.2, width +2, height -0.5; ``{}``: none).
+        physical_images: the first this many of the ``num_images`` test digits get the physical edits.
     """
 
     def __init__(
@@ -66,6 +79,8 @@ class AttributeControlEvaluation(L.Callback):
         grid_rows: int = 6,
         grid_steps: list[float] | None = None,
         rounds: int = 6,
+        physical_edits: dict[str, float] | None = None,
+        physical_images: int = 500,
     ) -> None:
         names = list(ATTRIBUTE_NAMES if attributes is None else attributes)
         grid_names = ["thickness", "slant"] if grid_attributes is None else list(grid_attributes)
@@ -74,11 +89,16 @@ class AttributeControlEvaluation(L.Callback):
             raise ConfigError(
                 f"AttributeControlEvaluation: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
             )
-        if num_images < 3 or calibration_images < 3 or grid_rows < 1 or rounds < 0:
+        if num_images < 3 or calibration_images < 3 or grid_rows < 1 or rounds < 0 or physical_images < 1:
             raise ConfigError(
                 "AttributeControlEvaluation: num_images and calibration_images must be >= 3, grid_rows >= 1, "
-                "rounds >= 0"
+                "rounds >= 0, physical_images >= 1"
             )
+        self.physical_edits = check_physical_edits(
+            DEFAULT_PHYSICAL_EDITS if physical_edits is None else physical_edits,
+            "AttributeControlEvaluation: physical_edits",
+        )
+        self.physical_images = physical_images
         self.classifier_checkpoint = classifier_checkpoint
         self.num_images = num_images
         self.calibration_images = calibration_images
@@ -136,12 +156,23 @@ class AttributeControlEvaluation(L.Callback):
         images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
         if attributes is None:
             attributes = morpho_attributes(images)
-        names = sorted(set(self.names + self.grid_names), key=ATTRIBUTE_NAMES.index)
+        names = sorted(
+            set(self.names + self.grid_names) | set(self.physical_edits), key=ATTRIBUTE_NAMES.index
+        )
         control = AttributeControl.fit(pl_module, images, attributes.to(device), names, rounds=self.rounds)
         control.save(self._output(trainer, "control.json"))
         classify = None if self.classifier is None else self.classifier.to(device)
         labels = test.get("label")
-        results = control_evaluation(control, test["image"].float(), labels, classify, self.steps, self.names)
+        results = control_evaluation(
+            control,
+            test["image"].float(),
+            labels,
+            classify,
+            self.steps,
+            self.names,
+            self.physical_edits,
+            self.physical_images,
+        )
         for key, value in results.items():
             pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)
         atomic_write_bytes(

@@ -17,22 +17,45 @@ Digits whose reconstruction or edit is blank (NaN attributes) are left out of th
 (and count as not preserved for identity). A model whose dims map exactly onto the attributes scores 0
 error and 0 leakage (known-answer test in ``tests/test_latent_control.py``). The evaluation follows the
 closed-loop protocol of the issue; the attributes are those of Castro et al. 2019 (Morpho-MNIST).
+
+**Physical edits.** The issue states its targets in physical units (thickness +1 px, slant -0.2 rad,
+width +2 px, height -0.5 px: :data:`DEFAULT_PHYSICAL_EDITS`). Each such edit is applied alone to the first
+``physical_images`` digits and scored as above (``physical/<a>/error``, ``/leakage``, ``/identity``, still
+divided by the calibration std of each attribute), and once more with the calibration alone
+(``rounds = 0``, ``physical/<a>/error_open_loop``) to show what the closed loop adds.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
 from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, EditResult, ExtrapolationWarning
 
-__all__ = ["DEFAULT_STEPS", "control_evaluation", "control_table", "edit_errors", "step_key"]
+__all__ = [
+    "DEFAULT_PHYSICAL_EDITS",
+    "DEFAULT_STEPS",
+    "check_physical_edits",
+    "control_evaluation",
+    "control_table",
+    "edit_errors",
+    "physical_evaluation",
+    "step_key",
+]
 
 DEFAULT_STEPS: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
+# the issue's targets, in physical units (px, rad): one edit each, applied alone
+DEFAULT_PHYSICAL_EDITS: Mapping[str, float] = MappingProxyType(
+    {"thickness": 1.0, "slant": -0.2, "width": 2.0, "height": -0.5}
+)
 Classifier = Callable[[Tensor], Tensor]  # images -> class logits [N, C]
 
 
@@ -50,6 +73,41 @@ def edit_errors(result: EditResult, stds: Tensor) -> tuple[Tensor, Tensor]:
     return error, change
 
 
+def check_physical_edits(edits: Mapping[str, float] | None, who: str = "physical_edits") -> dict[str, float]:
+    """``edits`` as ``{attribute: change in physical units}`` (``None``: none), or a one-line
+    :class:`~genvae.errors.ConfigError` naming ``who`` for an unknown attribute or a non-finite change."""
+    edits = dict(edits or {})
+    unknown = sorted(set(edits) - set(ATTRIBUTE_NAMES))
+    if unknown:
+        raise ConfigError(f"{who}: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}")
+    checked = {}
+    for name, value in edits.items():
+        try:
+            checked[name] = float(value)
+        except (TypeError, ValueError):
+            checked[name] = math.nan
+        if not math.isfinite(checked[name]):
+            raise ConfigError(f"{who}: {name}={value!r} is not a finite number")
+    return checked
+
+
+def _calibrated(control: AttributeControl, edits: dict[str, float]) -> dict[str, float]:
+    """``edits``, or a one-line :class:`~genvae.errors.ConfigError` if one of them is not calibrated."""
+    missing = sorted(set(edits) - set(control.calibrations))
+    if missing:
+        raise ConfigError(
+            f"physical_edits: {missing} are not calibrated; calibrated: {list(control.calibrations)}"
+        )
+    return edits
+
+
+def _apply(control: AttributeControl, images: Tensor, changes: Mapping[str, float]) -> EditResult:
+    """:meth:`AttributeControl.apply` without the extrapolation warnings that large or extreme edits raise."""
+    with warnings.catch_warnings():  # large steps of extreme digits are expected to extrapolate
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        return control.apply(images, changes)
+
+
 @torch.no_grad()
 def _identity(classify: Classifier | None, images: Tensor, labels: Tensor | None) -> Tensor:
     """``[N]`` bool: the classifier's label of each edited image equals ``labels`` (empty without one)."""
@@ -59,6 +117,48 @@ def _identity(classify: Classifier | None, images: Tensor, labels: Tensor | None
     return predicted.cpu() == labels.cpu()
 
 
+def _stds(control: AttributeControl) -> Tensor:
+    """``[6]`` calibration std of each attribute (1 for the uncalibrated ones)."""
+    return torch.tensor(
+        [control.calibrations[n].std if n in control.calibrations else 1.0 for n in ATTRIBUTE_NAMES]
+    )
+
+
+def physical_evaluation(
+    control: AttributeControl,
+    images: Tensor,
+    edits: Mapping[str, float] = DEFAULT_PHYSICAL_EDITS,
+    labels: Tensor | None = None,
+    classify: Classifier | None = None,
+) -> dict[str, float]:
+    """Error, leakage and identity of each edit of ``edits`` (physical units, applied alone) of ``images``.
+
+    Keys: ``physical/<a>/error`` (median |achieved - requested| / std_a, closed loop),
+    ``physical/<a>/error_open_loop`` (the same with the calibration alone, ``rounds = 0``),
+    ``physical/<a>/leakage`` (mean over the other attributes ``b`` of mean |change of b| / std_b) and, with a
+    classifier and labels, ``physical/<a>/identity`` (share of edited digits still given their label).
+    """
+    edits = _calibrated(control, check_physical_edits(edits))
+    stds = _stds(control)
+    open_loop = copy.copy(control)
+    open_loop.rounds = 0
+    results: dict[str, float] = {}
+    for name, change in edits.items():
+        column = ATTRIBUTE_NAMES.index(name)
+        others = [b for b in range(len(ATTRIBUTE_NAMES)) if b != column]
+        key = f"physical/{name}"
+        result = _apply(control, images, {name: change})
+        error, moved = edit_errors(result, stds)
+        results[f"{key}/error"] = float(error[:, column].abs().nanmedian())
+        results[f"{key}/leakage"] = float(moved[:, others].nanmean(dim=0).mean())
+        preserved = _identity(classify, result.images, labels)
+        if len(preserved):
+            results[f"{key}/identity"] = float(preserved.float().mean())
+        error, _ = edit_errors(_apply(open_loop, images, {name: change}), stds)
+        results[f"{key}/error_open_loop"] = float(error[:, column].abs().nanmedian())
+    return results
+
+
 def control_evaluation(
     control: AttributeControl,
     images: Tensor,
@@ -66,18 +166,23 @@ def control_evaluation(
     classify: Classifier | None = None,
     steps: Sequence[float] = DEFAULT_STEPS,
     names: Sequence[str] | None = None,
+    physical_edits: Mapping[str, float] | None = DEFAULT_PHYSICAL_EDITS,
+    physical_images: int = 500,
 ) -> dict[str, float]:
     """Error, leakage and identity of closed-loop edits of ``images`` (see the module docstring).
 
     Keys (flat, for the metrics JSON): ``error/<a>/<step>``, ``error/<a>`` (median over steps and digits),
     ``error`` (mean of the per-attribute errors), ``leakage/<a>/<b>``, ``leakage/<a>`` (mean over ``b``),
     ``leakage`` (mean over ``a``); with a classifier and labels, ``identity/<step>``, ``identity/<a>``,
-    ``identity`` (over all edits) and ``identity_1std`` (edits of at most 1 std).
+    ``identity`` (over all edits) and ``identity_1std`` (edits of at most 1 std). Then the keys of
+    :func:`physical_evaluation` for ``physical_edits`` (``None`` or ``{}``: none) on the first
+    ``physical_images`` of ``images``.
     """
+    physical_edits = _calibrated(control, check_physical_edits(physical_edits))  # before the long loop
+    if physical_images < 1:
+        raise ConfigError(f"physical_images: {physical_images} must be >= 1")
     names = list(control.calibrations if names is None else names)
-    stds = torch.tensor(
-        [control.calibrations[n].std if n in control.calibrations else 1.0 for n in ATTRIBUTE_NAMES]
-    )
+    stds = _stds(control)
     results: dict[str, float] = {}
     kept: dict[float, list[Tensor]] = {step: [] for step in steps}
     leakage_rows = []
@@ -85,9 +190,7 @@ def control_evaluation(
         column = ATTRIBUTE_NAMES.index(name)
         errors, changes, same = [], [], []
         for step in steps:
-            with warnings.catch_warnings():  # large steps of extreme digits are expected to extrapolate
-                warnings.simplefilter("ignore", ExtrapolationWarning)
-                result = control.apply(images, {name: step * control.calibrations[name].std})
+            result = _apply(control, images, {name: step * control.calibrations[name].std})
             error, change = edit_errors(result, stds)
             errors.append(error[:, column].abs().cpu())
             changes.append(change.cpu())
@@ -115,6 +218,11 @@ def control_evaluation(
         small = [p for step, parts in kept.items() if abs(step) <= 1 for p in parts]
         if small:
             results["identity_1std"] = float(torch.cat(small).float().mean())
+    if physical_edits:
+        take = slice(0, physical_images)
+        results |= physical_evaluation(
+            control, images[take], physical_edits, None if labels is None else labels[take], classify
+        )
     return results
 
 
@@ -143,4 +251,12 @@ def control_table(
     for name in names:
         row = [cell(f"leakage/{name}/{b}") if b != name else "-" for b in ATTRIBUTE_NAMES]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    physical = [n for n in ATTRIBUTE_NAMES if f"physical/{n}/error" in results]
+    if physical:
+        head = ["physical edit (alone)", "error (closed loop)", "error (calibration alone)", "leakage"]
+        head += ["identity"] if f"physical/{physical[0]}/identity" in results else []
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in physical:
+            keys = ["error", "error_open_loop", "leakage", "identity"][: len(head) - 1]
+            lines.append(f"| {name} | " + " | ".join(cell(f"physical/{name}/{k}") for k in keys) + " |")
     return "\n".join(lines) + "\n"
