@@ -424,3 +424,26 @@ def test_edit_command_refuses_a_model_without_a_flat_latent(tiny_mnist: Path, tm
             + ["--data.init_args.root", str(tiny_mnist), "--set", "thickness=+1"]
         )
     assert "genvae: error: genvae edit: VQVAE has no flat latent" in capsys.readouterr().err
+
+
+def test_bad_physical_edits_in_the_overlay_are_one_line(
+    arvae_ckpt: Path, tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from .test_cli import run_cli
+
+    callback = {
+        "class_path": "genvae.callbacks.AttributeControlEvaluation",
+        "init_args": {"physical_edits": {"colour": 1.0}},
+    }
+    overlay = tmp_path / "control.yaml"
+    overlay.write_text(json.dumps({"trainer": {"callbacks": [callback], "logger": False}}))
+    with pytest.raises(SystemExit) as info:
+        run_cli(
+            ["test", "--config", str(REPO / "experiments" / "arvae.yaml"), "--config", str(overlay)]
+            + ["--data.init_args.root", str(tiny_mnist), "--ckpt_path", str(arvae_ckpt)],
+            tmp_path,
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genvae: error: AttributeControlEvaluation: physical_edits: unknown attributes")
+    assert "Traceback" not in "\n".join(err)
