@@ -174,7 +174,7 @@ def test_datamodule_yields_cached_attributes(tmp_path: Path, monkeypatch: pytest
 
     caches[0].write_bytes(b"garbage")  # corrupt: recomputed and rewritten
     monkeypatch.undo()
-    with pytest.warns(UserWarning, match="unreadable attribute cache"):
+    with pytest.warns(UserWarning, match="attribute cache unreadable"):
         MNISTDataModule(root=str(root), cache_dir=str(tmp_path / "cache")).prepare_data()
     assert torch.load(caches[0], weights_only=True)["attributes"].shape == (20, 6)
 

@@ -209,10 +209,8 @@ class MNISTDataModule(L.LightningDataModule):
                 cause = "has no checksum (written by an older genvae)"
             else:
                 cause = "content does not match its checksum"
-        except Exception as err:  # a truncated or foreign file
-            cause = (
-                f"unreadable ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})"
-            )
+        except Exception as err:  # a truncated or foreign file (torch's own message is a paragraph)
+            cause = f"unreadable (truncated or not a genvae cache: {type(err).__name__})"
         rank_zero_warn(f"{path}: attribute cache {cause}; recomputing")
         return None
 
