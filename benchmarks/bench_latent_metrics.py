@@ -95,10 +95,13 @@ def main() -> None:
     load_before = os.getloadavg()
     if args.checkpoint is not None:
         cases = {args.checkpoint.name: checkpoint_latents(args.checkpoint, args.model, args.data)}
+        source = f"{args.model} checkpoint latents, measured test attributes"
     elif args.data is not None:
         cases = synthetic(test_attributes(args.data), args.dims)
+        source = "synthetic latents, measured test attributes"
     else:
         cases = synthetic(morpho_like_attributes(args.n, seed=1), args.dims)
+        source = "synthetic latents, synthetic attributes"
     names = ("thickness", "slant", "length", "area", "width", "height")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
     records = []
@@ -127,10 +130,11 @@ def main() -> None:
         difference = record.get("max_abs_difference_ksg_vs_reference")
         if difference is not None:
             print(f"{case:>10} max |ksg - reference| over every metric: {difference:.2e}")
-    now = datetime.datetime.now()
+    now = datetime.datetime.now(datetime.UTC)
     payload = {
         "date": now.isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
+        "source": source,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),

@@ -64,10 +64,10 @@ def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
     ]
     rows = body_rows(table)
     assert [(r[0], r[3]) for r in rows] == [
-        ("2026-12-01 10:00", "random halves (5,000 vs 5,000)"),
-        ("2026-12-01 10:00", "dilated (10,000 vs 10,000)"),
-        ("2026-12-02 08:30", "random halves (5,000 vs 5,000)"),
-        ("2026-12-02 08:30", "dilated (10,000 vs 10,000)"),
+        ("2026-12-01 10:00", "random halves: 5,000 vs 5,000"),
+        ("2026-12-01 10:00", "dilated: 10,000 vs 10,000"),
+        ("2026-12-02 08:30", "random halves: 5,000 vs 5,000"),
+        ("2026-12-02 08:30", "dilated: 10,000 vs 10,000"),
     ]
     first, last = rows[0], rows[-1]
     assert first[1] == "2-core Xeon, 2 threads, torch 2.x"  # the machine in every row
@@ -90,6 +90,7 @@ def latent_case(name: str, ksg: float, reference: float | None, difference: floa
 def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> None:
     old = {  # the fields bench_latent_metrics.py wrote before it recorded hardware_info()
         "date": "2026-12-02T00:41:46",
+        "command": "benchmarks/bench_latent_metrics.py --data ../shared/data/mnist",
         "torch": "2.y",
         "threads": 1,
         "cpus": 4,
@@ -99,6 +100,7 @@ def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> Non
     }
     new = {
         "date": "2026-12-02T09:00:00+00:00",
+        "source": "arvae checkpoint latents, measured test attributes",
         "hardware": {**HARDWARE, "cuda": "NVIDIA H200"},
         "load_average": {"before": [0.5, 1.0, 1.0], "after": [0.75, 1.0, 1.0]},
         "records": [latent_case("last.ckpt", 1.5, None, None)],
@@ -107,7 +109,7 @@ def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> Non
     (tmp_path / "latent-metrics-1.json").write_text(json.dumps(new))
     table = latent_metrics_table(tmp_path)
     assert header(table)[3:] == [
-        "latents (N × dims)",
+        "case: latents, attributes (N × dims)",
         "ksg",
         "quantile",
         "histogram",
@@ -115,7 +117,11 @@ def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> Non
         "largest ksg − reference difference",
     ]
     rows = body_rows(table)
-    assert [r[3] for r in rows] == ["random (10,000 × 16)", "noisy (10,000 × 16)", "last.ckpt (10,000 × 16)"]
+    assert [r[3] for r in rows] == [
+        "random: synthetic latents, measured test attributes (10,000 × 16)",
+        "noisy: synthetic latents, measured test attributes (10,000 × 16)",
+        "last.ckpt: arvae checkpoint latents, measured test attributes (10,000 × 16)",
+    ]
     assert rows[0][:3] == ["2026-12-02 00:41", "4-core x86_64, 1 threads, torch 2.y", "5.1 (after)"]
     assert rows[0][4:] == [
         "2.96 s (2.95 s CPU)",

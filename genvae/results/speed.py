@@ -157,7 +157,7 @@ def morphometry_table(bench: Path) -> str:
             f"{full} s for {_count(n_real)} vs {_count(n_generated)} images ({only} ms on their attributes)"
         )
         for case in r.get("cases", []):
-            sets = f"{case.get('name', '—')} ({_count(case.get('real'))} vs {_count(case.get('generated'))})"
+            sets = f"{case.get('name', '—')}: {_count(case.get('real'))} vs {_count(case.get('generated'))}"
             rows.append(
                 [
                     _date(r),
@@ -203,7 +203,7 @@ def latent_metrics_table(bench: Path) -> str:
                     _date(r),
                     _machine(r),
                     _load_average(r),
-                    f"{case.get('case', '—')} ({_count(n)} × {dims})",
+                    f"{case.get('case', '—')}: {_latent_source(r)} ({_count(n)} × {dims})",
                     *[_seconds(case.get(p)) for p in protocols],
                     _seconds(case.get("reference")),
                     f"{difference:.1e}" if isinstance(difference, int | float) else "—",
@@ -213,12 +213,24 @@ def latent_metrics_table(bench: Path) -> str:
         "date",
         "machine",
         "load (1 min)",
-        "latents (N × dims)",
+        "case: latents, attributes (N × dims)",
         *protocols,
         "reference (ar-vae + scikit-learn)",
         "largest ksg − reference difference",
     ]
     return markdown_table(header, rows)
+
+
+def _latent_source(record: dict) -> str:
+    """What the latents and attributes were (``source``; for older records read from their ``command``)."""
+    if record.get("source"):
+        return str(record["source"])
+    command = str(record.get("command", ""))
+    if "--checkpoint" in command:
+        return "checkpoint latents, measured test attributes"
+    if "--data" in command:
+        return "synthetic latents, measured test attributes"
+    return "synthetic latents, synthetic attributes"
 
 
 def _protocols(case: dict) -> list[str]:
