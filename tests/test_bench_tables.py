@@ -73,7 +73,7 @@ def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
     assert first[1] == "2-core Xeon, 2 threads, torch 2.x"  # the machine in every row
     assert first[2] == "1.2 → 3.0"  # 1-minute load average before → after
     assert first[4:10] == ["0.010", "0.012", "0.004", "-0.046", "—", "0.500"]  # NaN shown as a dash
-    assert first[10] == "9.50 s for 10,000 vs 10,000 images (12.3 ms on their attributes)"
+    assert first[10] == "9.50 s for 10,000 vs 10,000 images, best of 3 (12.3 ms on attributes)"
     assert last[4] == "0.020" and last[10].startswith("4.25 s for 10,000 vs 10,000")
 
 
