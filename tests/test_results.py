@@ -137,3 +137,21 @@ def test_results_command_smoke_is_resumable(tiny_mnist: Path, tmp_path: Path) ->
     assert second.returncode == 0, second.stdout + second.stderr
     assert "vae seed 0: done (smoke), skipped" in second.stdout
     assert "training" not in second.stdout
+
+
+def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
+    from genvae.results.runner import ResultsRunner
+
+    first, second = (
+        ResultsRunner(PRESETS["smoke"], tmp_path, tmp_path / "runs", tmp_path / "work", REPO) for _ in range(2)
+    )
+    with first.claim("vae", 0) as claimed:
+        assert claimed
+        with first.claim("vae", 0) as again:  # re-entrant: a run claims the fits it needs
+            assert again
+        with second.claim("vae", 0, wait=False) as taken:
+            assert not taken
+        with second.claim("vae", 1, wait=False) as other_seed:
+            assert other_seed
+    with second.claim("vae", 0, wait=False) as taken:
+        assert taken

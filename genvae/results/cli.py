@@ -24,6 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--out", type=Path, default=REPO / "results", help="results folder (runs/, summary.csv)")
     run.add_argument("--work", type=Path, default=None, help="checkpoints and logs (default: <out>/work)")
     run.add_argument("--fit-only", action="store_true", help="train (or resume) only; test and render later")
+    run.add_argument(
+        "--seed-major",
+        action="store_true",
+        help="every experiment of a seed before the next seed",
+    )
     run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
     tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
     tables.add_argument("--out", type=Path, default=REPO / "results")
@@ -42,12 +47,18 @@ def main(argv: list[str] | None = None) -> None:
                 work=args.work or args.out / "work",
                 repo=REPO,
             )
-            for experiment in [name for name in EXPERIMENTS if name in args.experiments]:  # needs first
-                for seed in args.seeds:
-                    if args.fit_only:
-                        runner.ensure_fit(experiment, seed)
-                    else:
-                        runner.run(experiment, seed)
+            experiments = [name for name in EXPERIMENTS if name in args.experiments]  # needs first
+            if args.seed_major:
+                jobs = [(e, s) for s in args.seeds for e in experiments]
+            else:
+                jobs = [(e, s) for e in experiments for s in args.seeds]
+            if args.fit_only:
+                for experiment, seed in jobs:
+                    runner.ensure_fit(experiment, seed)
+            else:  # runs another runner holds are left for the end, then waited for
+                busy = [(e, s) for e, s in jobs if not runner.run(e, s, wait=False)]
+                for experiment, seed in busy:
+                    runner.run(experiment, seed)
             if not args.fit_only:
                 for seed in args.seeds:
                     runner.random_baseline(seed)

@@ -14,7 +14,9 @@ metrics, the VQ-VAE under the prior) is retrained when its work folder is gone (
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -22,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,32 @@ class ResultsRunner:
         self.work = Path(work)
         self.repo = Path(repo)
         self.log = log
+        self._held: set[tuple[str, int]] = set()
+
+    @contextlib.contextmanager
+    def claim(self, experiment: str, seed: int, wait: bool = True) -> Iterator[bool]:
+        """Hold the (experiment, seed) run for this process, so parallel runners never train it twice.
+
+        An ``flock`` on ``<work>/<experiment>/seed<k>.lock``; re-entrant within one runner. Yields False
+        (without waiting) when another process holds it and ``wait`` is False.
+        """
+        if (experiment, seed) in self._held:
+            yield True
+            return
+        lock = self.work / experiment / f"seed{seed}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            self._held.add((experiment, seed))
+            try:
+                yield True
+            finally:
+                self._held.discard((experiment, seed))
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ----------------------------------------------------------------- paths
     def paths(self, experiment: str, seed: int) -> RunPaths:
@@ -161,6 +189,10 @@ class ResultsRunner:
     # ----------------------------------------------------------------- stages
     def ensure_fit(self, experiment: str, seed: int) -> RunPaths:
         """Train ``experiment`` with ``seed`` unless its work folder holds a finished fit of this preset."""
+        with self.claim(experiment, seed):
+            return self._ensure_fit(experiment, seed)
+
+    def _ensure_fit(self, experiment: str, seed: int) -> RunPaths:
         paths = self.paths(experiment, seed)
         record = read_json(paths.fit_record)
         if record is not None and record.get("preset") == self.preset.name and paths.checkpoint.is_file():
@@ -226,8 +258,17 @@ class ResultsRunner:
         atomic_write_bytes(target, yaml.safe_dump(config, sort_keys=False).encode())
         return target
 
-    def run(self, experiment: str, seed: int) -> None:
-        """Fit (or resume) and test one run, then copy its metrics JSON into the result folder."""
+    def run(self, experiment: str, seed: int, wait: bool = True) -> bool:
+        """Fit (or resume) and test one run, then copy its metrics JSON into the result folder.
+
+        Returns False, doing nothing, when another runner holds the run and ``wait`` is False.
+        """
+        with self.claim(experiment, seed, wait) as claimed:
+            if claimed:
+                self._run(experiment, seed)
+            return claimed
+
+    def _run(self, experiment: str, seed: int) -> None:
         if self.is_done(experiment, seed):
             self.log(f"results: {experiment} seed {seed}: done ({self.preset.name}), skipped")
             return
