@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every experiment of a seed before the next seed",
     )
+    run.add_argument("--skip-busy", action="store_true", help="leave runs another runner holds to that runner")
     run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
     tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
     tables.add_argument("--out", type=Path, default=REPO / "results")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                     runner.ensure_fit(experiment, seed)
             else:  # runs another runner holds are left for the end, then waited for
                 busy = [(e, s) for e, s in jobs if not runner.run(e, s, wait=False)]
-                for experiment, seed in busy:
+                for experiment, seed in [] if args.skip_busy else busy:
                     runner.run(experiment, seed)
             if not args.fit_only:
                 for seed in args.seeds:
