@@ -32,7 +32,7 @@ from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.predictions import PredictionWriter
 from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint
-from genvae.errors import ConfigError
+from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
 
@@ -183,19 +183,4 @@ def main(args: list[str] | None = None) -> None:
             print(f"genvae: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as err:
-        config_error = find_config_error(err)
-        if config_error is None:
-            raise
-        print(f"genvae: error: {config_error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def find_config_error(err: BaseException | None) -> ConfigError | None:
-    """The :class:`ConfigError` behind ``err``, also when jsonargparse wrapped it during instantiation."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, ConfigError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+        exit_on_config_error(err)

@@ -26,7 +26,7 @@ import lightning as L
 import torch
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
-from genvae.errors import ConfigError
+from genvae.errors import ConfigError, exit_on_config_error
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.grid import comparison_figure, edit_grid, format_request, grid_figure
 from genvae.utils.atomic import atomic_write_bytes
@@ -199,14 +199,8 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
 
 def main(argv: list[str]) -> None:
     """``genvae edit`` with ``argv`` (without ``genvae edit``); one-line ``genvae: error:`` on bad input."""
-    from genvae.cli import find_config_error
-
     options, overrides = build_parser().parse_known_args(argv)
     try:
         run(options, overrides)
     except Exception as err:
-        config_error = find_config_error(err)
-        if config_error is None:
-            raise
-        print(f"genvae: error: {config_error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(err)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from genvae.errors import ConfigError
+from genvae.errors import ConfigError, exit_on_config_error
 from genvae.results.presets import EXPERIMENTS, PRESETS
 from genvae.results.runner import ResultsRunner
 
@@ -29,7 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every experiment of a seed before the next seed",
     )
-    run.add_argument("--skip-busy", action="store_true", help="leave runs another runner holds to that runner")
+    run.add_argument(
+        "--skip-busy", action="store_true", help="leave runs another runner holds to that runner"
+    )
     run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
     tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
     tables.add_argument("--out", type=Path, default=REPO / "results")
@@ -72,5 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
             render_all(args.out, data=args.data, repo=REPO)
     except ConfigError as err:
-        print(f"genvae: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(err)
