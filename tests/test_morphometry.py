@@ -12,7 +12,6 @@ import torch
 import yaml
 from scipy import linalg, ndimage, stats
 
-from genvae.callbacks.morphometry import distribution_figure, reconstruction_figure
 from genvae.cli import main
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.data.idx import read_idx
@@ -26,6 +25,7 @@ from genvae.metrics.morphometry import (
     wasserstein_1d,
 )
 from genvae.models import VAE
+from genvae.plots.morphometry import distribution_figure, reconstruction_figure
 
 from .conftest import REPO, fake_digits
 from .test_cli import checkpoint_of, data_args, run_cli
