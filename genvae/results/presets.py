@@ -91,6 +91,8 @@ PRESETS: dict[str, Preset] = {
             "cpu",
             epochs={"classifier": 2, **dict.fromkeys(_VAE_FAMILY, 3), "vqvae": 3, "vqvae_prior": 1},
             iwae_samples=50,
+            # closed-loop control on 500 test digits (the physical-edit targets' count) instead of 1,000
+            callback_overrides={"AttributeControlEvaluation": {"num_images": 500, "calibration_images": 500}},
             hardware="CPU (2 cores)",
         ),
         Preset(
