@@ -37,6 +37,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import statistics
 import time
 import warnings
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()
     dm = datamodule(args.data)
     dm.setup("fit")
     data = {key: dm.splits["train"][key] for key in ("image", "label")}
@@ -328,6 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "date": now.strftime("%Y-%m-%d %H:%M"),
         "hardware": hardware_info(),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "torch": torch.__version__,
         "lightning": L.__version__,
         "device": str(args.device),
