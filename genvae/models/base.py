@@ -135,6 +135,9 @@ class GenerativeModel(StagedModule):
     #: hyperparameters (a checkpoint's hyperparameters would override the command line at test time).
     latent_protocol: str = "ksg"  # mutual-information protocol, see genvae.metrics.mutual_information
     metric_latent: str = "mean"  # "mean": encode(x); "sample": encode_sample(x)
+    #: Whether the latent-space metrics (interpretability, MIG, ...) apply: False for a latent that is not
+    #: a flat vector whose dims could each align with an attribute (the VQ-VAE's grid of code vectors).
+    scores_latent_dims: bool = True
 
     def on_test_epoch_start(self) -> None:
         self._test_collector = EvaluationCollector()
@@ -149,7 +152,7 @@ class GenerativeModel(StagedModule):
             "recon_accuracy": reconstruction_accuracy(self.decode(z).float(), x.float()),
         }
         outputs.update({key: batch[key] for key in ("label", "index") if key in batch})
-        if "attributes" in batch:
+        if "attributes" in batch and self.scores_latent_dims:
             outputs["attributes"] = batch["attributes"].float()
             if self.metric_latent == "sample":
                 outputs["latent_sample"] = self.encode_sample(x).flatten(1).float()

@@ -37,6 +37,9 @@ class VQVAE(GenerativeModel):
         reconstruction: ``bce`` (Bernoulli NLL of logits) or ``mse`` (squared error of the sigmoid output).
     """
 
+    # its latent is a 7x7 grid of code vectors (784 numbers): no single number is meant to carry an attribute
+    scores_latent_dims = False
+
     def __init__(
         self,
         num_codes: int = 256,
