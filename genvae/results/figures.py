@@ -15,38 +15,50 @@ from genvae.utils.images import figure_to_array, png_bytes
 
 __all__ = ["README_FIGURES", "codebook_usage_figure", "render_figures"]
 
-# (experiment, figure key under figures/) shown in the README
-README_FIGURES: tuple[tuple[str, str], ...] = (
-    ("arvae", "test_traversal_grid"),
-    ("arvae", "test_traversal_attributes"),
-    ("arvae", "test_interpolation"),
-    ("arvae", "test_control_grid_thickness"),
-    ("arvae", "test_control_grid_slant"),
-    ("betavae", "test_control_grid_thickness"),
-    ("vae", "test_samples"),
-    ("vae", "test_reconstructions"),
-    ("vqvae", "test_reconstructions"),
-    ("vqvae_prior", "test_samples"),
-    ("vqvae_prior", "test_morpho_distributions"),
-    ("arvae", "test_morpho_distributions"),
-)
+# README figure groups (marker name) -> (experiment, figure key under figures/, caption); seed 0 of each
+README_FIGURES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "figures-latent": (
+        ("arvae", "test_traversal_grid", "AR-VAE traversal: one regularized dim per column, −3σ to +3σ"),
+        ("arvae", "test_traversal_attributes", "AR-VAE: attribute measured along each regularized dim"),
+        ("arvae", "test_interpolation", "AR-VAE interpolation t·z0 + (1 − t)·z7 between a 0 and a 7"),
+    ),
+    "figures-control": (
+        ("arvae", "test_control_grid_thickness", "AR-VAE edits of thickness in px, measured value per cell"),
+        ("arvae", "test_control_grid_slant", "AR-VAE edits of slant in rad, measured value per cell"),
+        ("betavae", "test_control_grid_thickness", "β-VAE edits of thickness in px, measured value per cell"),
+    ),
+    "figures-vqvae": (
+        ("vqvae", "codebook_usage", "VQ-VAE codebook usage on the validation set after each epoch"),
+        ("vqvae", "test_reconstructions", "VQ-VAE reconstructions (inputs above outputs)"),
+    ),
+    "figures-samples": (
+        ("vae", "test_samples", "VAE samples"),
+        ("vqvae_prior", "test_samples", "VQ-VAE + transformer prior samples"),
+        ("vae", "test_reconstructions", "VAE reconstructions (inputs above outputs)"),
+    ),
+    "figures-morphometry": (
+        ("vqvae_prior", "test_morpho_distributions", "Attributes of VQ-VAE + prior samples vs test images"),
+        ("arvae", "test_morpho_distributions", "Attributes of AR-VAE samples vs test images"),
+    ),
+}
 
 
-def render_figures(runs: Path, docs: Path) -> list[Path]:
-    """Copy :data:`README_FIGURES` of seed 0 and draw the codebook usage; return the files written."""
-    written = []
-    for experiment, key in README_FIGURES:
-        source = runs / experiment / "seed0" / "figures" / f"{key}.png"
-        if source.is_file():
-            target = docs / f"{experiment}_{key}.png"
-            atomic_write_bytes(target, source.read_bytes())
-            written.append(target)
+def render_figures(runs: Path, docs: Path) -> dict[str, str]:
+    """Copy the README figures of seed 0 into ``docs`` and return each group's Markdown (existing files only)."""
     usage = codebook_usage_figure(sorted((runs / "vqvae").glob("seed*/fit_metrics.csv")))
     if usage is not None:
-        target = docs / "vqvae_codebook_usage.png"
-        atomic_write_bytes(target, png_bytes(usage))
-        written.append(target)
-    return written
+        atomic_write_bytes(runs / "vqvae" / "seed0" / "figures" / "codebook_usage.png", png_bytes(usage))
+    sections = {}
+    for group, figures in README_FIGURES.items():
+        links = []
+        for experiment, key, caption in figures:
+            source = runs / experiment / "seed0" / "figures" / f"{key}.png"
+            if source.is_file():
+                target = docs / f"{experiment}_{key}.png"
+                atomic_write_bytes(target, source.read_bytes())
+                links.append(f"![{caption}](docs/figures/{target.name})")
+        sections[group] = "\n".join(links) if links else "_no figure from the runs yet_"
+    return sections
 
 
 def _epoch_series(path: Path, key: str) -> tuple[list[float], list[float]]:

@@ -133,13 +133,17 @@ def fmt(stat: Stat | None, digits: int = 3, scale: float = 1.0, suffix: str = ""
 
 
 def _provenance(summary: Summary, experiments: Iterable[str]) -> str:
+    experiments = list(experiments)
+    if not any(summary.runs.get(e) for e in experiments):
+        return "_no runs yet: `make results` fills this table._"
     parts = []
     for experiment in experiments:
         runs = summary.runs.get(experiment)
         if not runs:
             continue
         epochs = summary.run_info(experiment, "epochs")
-        parts.append(f"{LABELS.get(experiment, experiment)} {epochs} epochs × {len(runs)} seeds")
+        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+        parts.append(f"{LABELS.get(experiment, experiment)} {epochs} epochs × {seeds}")
     presets = {r.get("preset") for e in experiments for r in summary.runs.get(e, [])} - {None}
     images = {r.get("test_images") for e in experiments for r in summary.runs.get(e, [])} - {None}
     hardware = {
@@ -292,9 +296,9 @@ def control_table(summary: Summary) -> str:
         return "_no control evaluation in the runs yet_"
     rows_spec = [
         ("median abs. error / std, all edits", "test/control/error"),
-        *((f"  error, {a} edits", f"test/control/error/{a}") for a in ATTRIBUTES),
+        *((f"· error of {a} edits", f"test/control/error/{a}") for a in ATTRIBUTES),
         ("leakage into other attributes (mean abs. change / std)", "test/control/leakage"),
-        *((f"  leakage of {a} edits", f"test/control/leakage/{a}") for a in ATTRIBUTES),
+        *((f"· leakage of {a} edits", f"test/control/leakage/{a}") for a in ATTRIBUTES),
         ("identity kept, ±1 std edits", "test/control/identity_1std"),
         ("identity kept, all edits", "test/control/identity"),
     ]
@@ -357,9 +361,9 @@ def render_all(out: Path, data: Path | None, repo: Path) -> None:
         atomic_write_bytes(out / "tables" / f"{name}.md", (body.rstrip() + "\n").encode())
     readme = repo / "README.md"
     if out.resolve() == (repo / "results").resolve() and readme.is_file():
+        sections.update(render_figures(out / "runs", repo / "docs" / "figures"))
         text = readme.read_text()
         updated = replace_marked_sections(text, sections)
         if updated != text:
             atomic_write_bytes(readme, updated.encode())
-        render_figures(out / "runs", repo / "docs" / "figures")
     print(f"results: {len(summary.rows)} metric rows -> {out / 'summary.csv'}; tables -> {out / 'tables'}")
