@@ -143,7 +143,8 @@ def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
     from genvae.results.runner import ResultsRunner
 
     first, second = (
-        ResultsRunner(PRESETS["smoke"], tmp_path, tmp_path / "runs", tmp_path / "work", REPO) for _ in range(2)
+        ResultsRunner(PRESETS["smoke"], tmp_path, tmp_path / "runs", tmp_path / "work", REPO)
+        for _ in range(2)
     )
     with first.claim("vae", 0) as claimed:
         assert claimed
