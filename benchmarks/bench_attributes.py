@@ -11,8 +11,6 @@ with the machine, thread count and versions to ``results/bench/attributes-<date>
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import time
 from pathlib import Path
@@ -24,8 +22,7 @@ from skimage import morphology, transform
 
 from genvae.data.attributes import morpho_attributes
 from genvae.data.idx import read_idx
-from genvae.utils.atomic import atomic_write_bytes
-from genvae.utils.machine import hardware_info
+from genvae.utils.machine import benchmark_stamp, write_benchmark_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,12 +107,8 @@ def main() -> None:
     print(f"speed-up     : {ref_ms / ours_ms:.1f}x per image")
     agreement = np.corrcoef(ours[:n_ref].cpu().double().numpy().T, ref.T).diagonal(len(ref.T))
     print("pearson r vs reference run:", " ".join(f"{r:.4f}" for r in agreement))
-    now = datetime.datetime.now(datetime.UTC)
     record = {
-        "date": now.strftime("%Y-%m-%d %H:%M"),
-        "hardware": hardware_info(),
-        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        **benchmark_stamp(load_before),
         "device": str(device),
         "images": len(images),
         "repeats_seconds": runs,
@@ -127,9 +120,7 @@ def main() -> None:
         "speedup": ref_ms / ours_ms,
         "pearson_r": [float(r) for r in agreement],
     }
-    path = args.json or REPO / "results" / "bench" / f"attributes-{now:%Y%m%d-%H%M}-{device.type}.json"
-    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
-    print(f"-> {path}")
+    write_benchmark_record(record, REPO / "results" / "bench", "attributes", device.type, args.json)
 
 
 if __name__ == "__main__":

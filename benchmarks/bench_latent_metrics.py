@@ -17,10 +17,7 @@ the CPU time is the fairer measure); the records, with the thread count and load
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,8 +26,7 @@ import torch
 
 from genvae.metrics import disentanglement_metrics
 from genvae.metrics.mutual_information import PROTOCOLS
-from genvae.utils.atomic import atomic_write_bytes
-from genvae.utils.machine import hardware_info
+from genvae.utils.machine import benchmark_stamp, write_benchmark_record
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -130,24 +126,13 @@ def main() -> None:
         difference = record.get("max_abs_difference_ksg_vs_reference")
         if difference is not None:
             print(f"{case:>10} max |ksg - reference| over every metric: {difference:.2e}")
-    now = datetime.datetime.now(datetime.UTC)
     payload = {
-        "date": now.isoformat(timespec="seconds"),
+        **benchmark_stamp(load_before),
         "command": " ".join(sys.argv),
         "source": source,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "hardware": hardware_info(),
-        "load_average_after": os.getloadavg(),
-        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "records": records,
     }
-    path = args.json or REPO / "results" / "bench" / f"latent-metrics-{now:%Y%m%d-%H%M}.json"
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-    print(f"-> {path}")
+    write_benchmark_record(payload, REPO / "results" / "bench", "latent-metrics", path=args.json)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ tables`` renders the README's ``morphometry-known-answers`` section.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
@@ -28,8 +26,7 @@ from scipy import ndimage
 from genvae.data.attributes import morpho_attributes
 from genvae.data.idx import read_idx
 from genvae.metrics.morphometry import attribute_distances, morphometric_distances
-from genvae.utils.atomic import atomic_write_bytes
-from genvae.utils.machine import hardware_info
+from genvae.utils.machine import benchmark_stamp, write_benchmark_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,13 +87,9 @@ def main() -> None:
         f"\nmorphometric_distances, {len(images)} vs {len(dilated)} images: {full:.2f} s (best of {args.repeats})"
     )
     print(f"attribute_distances on the precomputed attributes: {only * 1000:.1f} ms")
-    now = datetime.datetime.now(datetime.UTC)
     record = {
-        "date": now.strftime("%Y-%m-%d %H:%M"),
+        **benchmark_stamp(load_before),
         "command": " ".join(["benchmarks/bench_morphometry.py", *sys.argv[1:]]),
-        "hardware": hardware_info(),
-        # 1, 5 and 15 minute load averages before and after: the machine may be shared with other jobs.
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "device": str(device),
         "images": len(images),
         "seed": args.seed,
@@ -108,9 +101,7 @@ def main() -> None:
             "attribute_distances_seconds": only,
         },
     }
-    out = args.json or REPO / "results" / "bench" / f"morphometry-{now:%Y%m%d-%H%M}-{device.type}.json"
-    atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
-    print(f"-> {out}")
+    write_benchmark_record(record, REPO / "results" / "bench", "morphometry", device.type, args.json)
 
 
 if __name__ == "__main__":

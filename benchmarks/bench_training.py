@@ -34,8 +34,6 @@ uncompiled.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import os
 import statistics
@@ -56,8 +54,7 @@ from torchvision.transforms import ToTensor
 from genvae.callbacks.speed import SpeedUp, batch_to_channels_last, compile_networks, to_channels_last
 from genvae.data import MNISTDataModule
 from genvae.models import VAE
-from genvae.utils.atomic import atomic_write_bytes
-from genvae.utils.machine import hardware_info
+from genvae.utils.machine import benchmark_stamp, write_benchmark_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -326,11 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
 
-    now = datetime.datetime.now(datetime.UTC)
     result = {
-        "date": now.strftime("%Y-%m-%d %H:%M"),
-        "hardware": hardware_info(),
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        **benchmark_stamp(load_before),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "device": str(args.device),
@@ -351,9 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "input_only_images_per_s": input_rates,
     }
     if not args.no_json:
-        path = args.json or REPO / "results" / "bench" / f"training-{now:%Y%m%d-%H%M}-{args.device.type}.json"
-        atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
-        print(f"-> {path}")
+        write_benchmark_record(result, REPO / "results" / "bench", "training", args.device.type, args.json)
     return result
 
 
