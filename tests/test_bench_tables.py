@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from genvae.results.speed import latent_metrics_table, morphometry_table, speed_tables
+from genvae.results.speed import (
+    latent_metrics_table,
+    morphometry_speed_table,
+    morphometry_table,
+    speed_tables,
+)
 
 from .conftest import REPO
 
@@ -73,8 +78,31 @@ def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
     assert first[1] == "2-core Xeon, 2 threads, torch 2.x"  # the machine in every row
     assert first[2] == "1.2 → 3.0"  # 1-minute load average before → after
     assert first[4:10] == ["0.010", "0.012", "0.004", "-0.046", "—", "0.500"]  # NaN shown as a dash
-    assert first[10] == "9.50 s for 10,000 vs 10,000 images, best of 3 (12.3 ms on attributes)"
-    assert last[4] == "0.020" and last[10].startswith("4.25 s for 10,000 vs 10,000")
+    assert last[4] == "0.020" and len(first) == 10
+    # the times: one row per timed workload; a record from before the named workloads timed t10k vs dilated
+    speed = body_rows(morphometry_speed_table(tmp_path))
+    assert speed == [
+        [
+            "2026-12-01 10:00",
+            first[1],
+            "1.2 → 3.0",
+            "t10k vs t10k dilated",
+            "10,000 vs 10,000",
+            "9.50",
+            "3",
+            "12.3",
+        ],
+        [
+            "2026-12-02 08:30",
+            first[1],
+            "1.2 → 3.0",
+            "t10k vs t10k dilated",
+            "10,000 vs 10,000",
+            "4.25",
+            "3",
+            "12.3",
+        ],
+    ]
 
 
 def latent_case(name: str, ksg: float, reference: float | None, difference: float | None) -> dict:
@@ -140,6 +168,7 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
         "speed-attributes",
         "speed-training",
         "morphometry-known-answers",
+        "speed-morphometry",
         "speed-latent-metrics",
     }
     assert "no morphometry benchmark" in tables["morphometry-known-answers"]
@@ -149,13 +178,18 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
 def test_bench_morphometry_json_renders(
     tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The benchmark on 100 fake digits: its JSON holds the printed numbers and renders as table rows."""
+    """The benchmark on 100 fake digits, with a VAE's samples as one workload: its JSON holds the printed
+    numbers and renders as table rows."""
+    from .test_cli import checkpoint_of
+
+    checkpoint = checkpoint_of("vae", tiny_mnist, tmp_path / "vae")
     out = tmp_path / "bench" / "morphometry-test.json"
     script = REPO / "benchmarks" / "bench_morphometry.py"
     spec = importlib.util.spec_from_file_location("bench_morphometry", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     argv = [str(script), "--data", str(tiny_mnist), "--repeats", "1", "--json", str(out)]
+    argv += ["--checkpoint", str(checkpoint)]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     printed = capsys.readouterr().out
@@ -165,7 +199,15 @@ def test_bench_morphometry_json_renders(
     assert [(c["real"], c["generated"]) for c in record["cases"]] == [(50, 50), (50, 50), (100, 100)]
     for case in record["cases"]:
         assert f"{case['fmd']:.3f} | {case['w1/thickness']:.3f}" in printed
-    assert record["timing"]["images"] == [100, 100]
-    assert f"{record['timing']['morphometric_distances_seconds']:.2f} s" in printed
+    workloads = record["timing"]["workloads"]
+    assert [w["images"] for w in workloads] == [[100, 100]] * 3
+    assert workloads[0]["name"] == "t10k vs the first 100 training digits"
+    assert workloads[1]["name"] == f"t10k vs 100 samples of a VAE ({checkpoint.name})"  # absolute: name only
+    for workload in workloads:
+        assert f"{workload['name']}, 100 vs 100 images: {workload['seconds']:.2f} s" in printed
     rows = body_rows(morphometry_table(out.parent))
     assert len(rows) == 3 and rows[2][4] == f"{record['cases'][2]['fmd']:.3f}"
+    speed = body_rows(morphometry_speed_table(out.parent))
+    assert [row[3:6] for row in speed] == [
+        [w["name"], "100 vs 100", f"{w['seconds']:.2f}"] for w in workloads
+    ]

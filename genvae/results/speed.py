@@ -6,7 +6,7 @@
 versions and load average it ran on). Every file is one row (one row per case where a file measures
 several), newest last, so repeated runs on different days or machines sit side by side with their absolute
 times. :func:`speed_tables` returns the marked README sections ``speed-attributes``, ``speed-training``,
-``morphometry-known-answers`` and ``speed-latent-metrics``.
+``morphometry-known-answers``, ``speed-morphometry`` and ``speed-latent-metrics``.
 """
 
 from __future__ import annotations
@@ -141,6 +141,25 @@ MORPHOMETRY_UNITS = {"fmd": "", "w1/thickness": " (px)", "w1/slant": " (rad)", "
 MORPHOMETRY_UNITS |= {"shift/slant": " (rad)", "ks/slant": ""}
 
 
+def _morphometry_workloads(record: dict) -> list[dict]:
+    """The timed workloads of a morphometry record, each ``{"name", "images": [n, m], "seconds"}``.
+
+    Records since 2026-12-02 time several named workloads (``timing.workloads``); older ones timed a single
+    t10k vs dilated-t10k comparison (``timing.morphometric_distances_seconds``).
+    """
+    timing = record.get("timing", {})
+    if "workloads" in timing:
+        return list(timing["workloads"])
+    images = record.get("images")
+    return [
+        {
+            "name": "t10k vs t10k dilated",
+            "images": timing.get("images") or [images, images],
+            "seconds": timing.get("morphometric_distances_seconds"),
+        }
+    ]
+
+
 def morphometry_table(bench: Path) -> str:
     """Known answers of the morphometric distances on the real t10k digits (``morphometry*.json``): one row
     per case of each file, with the file's machine, load and 10k vs 10k times in every row."""
@@ -149,14 +168,6 @@ def morphometry_table(bench: Path) -> str:
         return "_no morphometry benchmark in results/bench yet_"
     rows = []
     for r in records:
-        timing = r.get("timing", {})
-        n_real, n_generated = timing.get("images") or (r.get("images"), r.get("images"))
-        full = _number(timing.get("morphometric_distances_seconds"), 2)
-        only = _number(1000 * timing.get("attribute_distances_seconds", math.nan), 1)
-        best = f", best of {timing['repeats']}" if isinstance(timing.get("repeats"), int) else ""
-        seconds = (
-            f"{full} s for {_count(n_real)} vs {_count(n_generated)} images{best} ({only} ms on attributes)"
-        )
         for case in r.get("cases", []):
             sets = f"{case.get('name', '—')}: {_count(case.get('real'))} vs {_count(case.get('generated'))}"
             rows.append(
@@ -166,7 +177,6 @@ def morphometry_table(bench: Path) -> str:
                     _load_average(r),
                     sets,
                     *[_number(case.get(c)) for c in MORPHOMETRY_COLUMNS],
-                    seconds,
                 ]
             )
     header = [
@@ -175,7 +185,44 @@ def morphometry_table(bench: Path) -> str:
         "load (1 min)",
         "sets (images)",
         *[f"{c}{MORPHOMETRY_UNITS[c]}" for c in MORPHOMETRY_COLUMNS],
-        "morphometric_distances time",
+    ]
+    return markdown_table(header, rows)
+
+
+def morphometry_speed_table(bench: Path) -> str:
+    """Wall time of ``morphometric_distances`` (attributes of both sets, then the distances) per timed
+    workload of each ``morphometry*.json``, and of the distances alone on precomputed attributes."""
+    records = _load(bench, "morphometry*.json")
+    if not records:
+        return "_no morphometry benchmark in results/bench yet_"
+    rows = []
+    for r in records:
+        timing = r.get("timing", {})
+        repeats = timing.get("repeats")
+        only = _number(1000 * timing.get("attribute_distances_seconds", math.nan), 1)
+        for workload in _morphometry_workloads(r):
+            n_real, n_generated = workload.get("images") or (None, None)
+            rows.append(
+                [
+                    _date(r),
+                    _machine(r),
+                    _load_average(r),
+                    workload.get("name", "—"),
+                    f"{_count(n_real)} vs {_count(n_generated)}",
+                    _number(workload.get("seconds"), 2),
+                    str(repeats) if isinstance(repeats, int) else "—",
+                    only,
+                ]
+            )
+    header = [
+        "date",
+        "machine",
+        "load (1 min)",
+        "workload",
+        "images",
+        "morphometric_distances (s)",
+        "best of",
+        "distances alone (ms)",
     ]
     return markdown_table(header, rows)
 
@@ -240,11 +287,12 @@ def _protocols(case: dict) -> list[str]:
 
 
 def speed_tables(bench: Path) -> dict[str, str]:
-    """Marked README sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers`` and
-    ``speed-latent-metrics``."""
+    """Marked README sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
+    ``speed-morphometry`` and ``speed-latent-metrics``."""
     return {
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
+        "speed-morphometry": morphometry_speed_table(bench),
         "speed-latent-metrics": latent_metrics_table(bench),
     }
