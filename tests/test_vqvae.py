@@ -297,6 +297,40 @@ def test_prior_samples_images_and_is_causal(vqvae_checkpoint: Path) -> None:
             assert not torch.allclose(new[:, position + 1 :], logits[:, position + 1 :])
 
 
+def test_prior_sampling_with_key_value_cache_equals_full_passes(vqvae_checkpoint: Path) -> None:
+    """The cached single-position passes give the logits of the full causal pass, so sampling draws the
+    same codes as recomputing every prefix would, under the same random numbers."""
+    from genvae.models.prior import VQPrior
+
+    torch.manual_seed(0)
+    prior = VQPrior(vqvae_checkpoint=str(vqvae_checkpoint), d_model=32, num_layers=2, num_heads=2).eval()
+    with torch.no_grad():  # untrained weights are small: scale them up so the check has teeth
+        for parameter in prior.transformer.parameters():
+            parameter.mul_(3.0)
+    codes = torch.randint(0, prior.num_codes, (5, prior.sequence_length))
+    full = prior.logits(codes)
+    shape = (5, 2, prior.sequence_length, 16)
+    cache = [(torch.empty(shape), torch.empty(shape)) for _ in range(2)]
+    inputs = torch.full((5,), prior.num_codes)
+    with torch.no_grad():
+        for position in range(prior.sequence_length):
+            step = prior._next_logits(inputs, position, cache)
+            assert torch.allclose(step, full[:, position], atol=1e-4), position
+            inputs = codes[:, position]
+
+    def recomputed(n: int) -> torch.Tensor:  # the sampler without a cache
+        drawn = torch.zeros(n, prior.sequence_length, dtype=torch.long)
+        for i in range(prior.sequence_length):
+            logits = prior.logits(drawn[:, : i + 1])[:, i] / prior.temperature
+            drawn[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+        return drawn.view(n, *prior.grid_shape)
+
+    torch.manual_seed(1)
+    expected = recomputed(8)
+    torch.manual_seed(1)
+    assert torch.equal(prior.sample_codes(8), expected)
+
+
 def test_prior_nll_drops_when_fitting_fixed_codes(vqvae_checkpoint: Path) -> None:
     torch.manual_seed(0)
     prior = VQPrior(

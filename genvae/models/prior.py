@@ -130,16 +130,49 @@ class VQPrior(StagedModule):
         logits = self.logits(codes)
         return F.cross_entropy(logits.reshape(-1, self.num_codes), codes.reshape(-1))
 
+    def _next_logits(self, inputs: Tensor, position: int, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """Logits ``[n, K]`` of the code at ``position`` given the input token there (``[n]``: the start token
+        or the previous code) and the keys and values of the earlier positions in ``cache``.
+
+        Incremental decoding of :meth:`logits` in eval mode (no dropout): each layer of the pre-norm
+        ``nn.TransformerEncoderLayer`` attends from the new position to the cached keys and values, so a
+        sequence of ``L`` codes costs ``L`` single-position passes instead of ``L`` passes over growing
+        prefixes. ``cache`` holds per layer the keys and values ``[n, heads, L, d_head]``, filled here.
+        """
+        x = self.token_embedding(inputs) + self.position_embedding[position]  # [n, d]
+        for layer, (keys, values) in zip(self.transformer.layers, cache, strict=True):
+            attention = layer.self_attn
+            heads = attention.num_heads
+            query, key, value = F.linear(
+                layer.norm1(x), attention.in_proj_weight, attention.in_proj_bias
+            ).chunk(3, dim=-1)
+            keys[:, :, position] = key.view(len(x), heads, -1)
+            values[:, :, position] = value.view(len(x), heads, -1)
+            attended = F.scaled_dot_product_attention(
+                query.view(len(x), heads, 1, -1), keys[:, :, : position + 1], values[:, :, : position + 1]
+            )
+            x = x + attention.out_proj(attended.reshape(len(x), -1))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+        return self.head(self.norm(x)).float()
+
     @torch.no_grad()
     def sample_codes(self, n: int, temperature: float | None = None) -> Tensor:
-        """``n`` code grids ``[n, M, M]`` drawn from the prior, one code at a time."""
+        """``n`` code grids ``[n, M, M]`` drawn from the prior, one code at a time (with a key/value cache:
+        :meth:`_next_logits`)."""
         temperature = self.temperature if temperature is None else temperature
         was_training = self.training
         self.eval()
+        heads = self.hparams.num_heads
+        shape = (n, heads, self.sequence_length, self.token_embedding.embedding_dim // heads)
+        weight = self.token_embedding.weight
+        cache = [
+            (weight.new_empty(shape), weight.new_empty(shape)) for _ in range(len(self.transformer.layers))
+        ]
         codes = torch.zeros(n, self.sequence_length, dtype=torch.long, device=self.device)
+        inputs = torch.full((n,), self.num_codes, dtype=torch.long, device=self.device)  # the start token
         for i in range(self.sequence_length):
-            logits = self.logits(codes[:, : i + 1])[:, i] / temperature
-            codes[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+            logits = self._next_logits(inputs, i, cache) / temperature
+            codes[:, i] = inputs = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
         self.train(was_training)
         return codes.view(n, *self.grid_shape)
 
