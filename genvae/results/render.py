@@ -143,7 +143,8 @@ def _provenance(summary: Summary, experiments: Iterable[str]) -> str:
             continue
         epochs = summary.run_info(experiment, "epochs")
         seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
-        parts.append(f"{LABELS.get(experiment, experiment)} {epochs} epochs × {seeds}")
+        epoch_word = "epoch" if epochs == 1 else "epochs"
+        parts.append(f"{LABELS.get(experiment, experiment)} {epochs} {epoch_word} × {seeds}")
     presets = {r.get("preset") for e in experiments for r in summary.runs.get(e, [])} - {None}
     images = {r.get("test_images") for e in experiments for r in summary.runs.get(e, [])} - {None}
     hardware = {
@@ -157,7 +158,7 @@ def _provenance(summary: Summary, experiments: Iterable[str]) -> str:
     if presets:
         extra.append(f"preset `{', '.join(sorted(presets))}`")
     if images:
-        extra.append(f"{', '.join(str(i) for i in sorted(images))} test images")
+        extra.append(", ".join(f"{i:,}" for i in sorted(images)) + " test images")
     if hardware:
         extra.append(", ".join(sorted(hardware)))
     return f"_{text} ({'; '.join(extra)}); mean ± std over seeds._"
