@@ -13,7 +13,12 @@ from torch import nn
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, ExtrapolationWarning, calibration_path
-from genvae.latent.evaluation import DEFAULT_PHYSICAL_EDITS, control_evaluation, control_table
+from genvae.latent.evaluation import (
+    DEFAULT_PHYSICAL_EDITS,
+    class_attribute_ranges,
+    control_evaluation,
+    control_table,
+)
 
 from .conftest import REPO
 
@@ -213,6 +218,63 @@ def test_evaluation_of_an_exact_model_gives_no_error_no_leakage_full_identity() 
     assert "| thickness |" in table and "error +1std" in table and "identity" in table
 
 
+def test_class_attribute_ranges_are_per_label_central_quantiles() -> None:
+    attributes = torch.zeros(300, 6)
+    attributes[:, 0] = torch.arange(300).float() % 100  # 0..99 in every label
+    attributes[:, 1] = torch.arange(300).float() // 100  # label 0: 0, label 1: 1, label 2: 2
+    attributes[5, 2] = float("nan")  # a blank digit is ignored
+    labels = torch.arange(300) // 100
+    labels[labels == 1] = 3  # label 1 has no digits
+    ranges = class_attribute_ranges(attributes, labels, coverage=0.98)
+    assert ranges.shape == (4, 6, 2)
+    assert torch.allclose(ranges[0, 0], torch.tensor([0.99, 98.01]))  # numpy's linear quantiles of 0..99
+    assert ranges[2, 1].tolist() == [2.0, 2.0] and ranges[0, 2].tolist() == [0.0, 0.0]
+    assert ranges[1].isnan().all()
+    with pytest.raises(ValueError, match="coverage"):
+        class_attribute_ranges(attributes, labels, coverage=0.0)
+
+
+def test_identity_is_split_by_whether_the_request_lies_in_the_class_range() -> None:
+    """Known answer: a classifier that keeps the label exactly when the requested thickness is inside the
+    class range gives identity 1 inside, 0 outside, and the share inside as the overall identity."""
+    control, images = exact_control(tolerance=1e-4, rounds=10)
+    images, labels = images[:40], torch.arange(40) % 2
+    column = ATTRIBUTE_NAMES.index("thickness")
+    original = control.apply(images, {}).original[:, column]
+    std = control.calibrations["thickness"].std
+    # class 0 accepts any thickness up to its digits' own + 0.75 std, class 1 any thickness at all
+    ranges = torch.full((2, 6, 2), float("nan"))
+    ranges[:, :, 0], ranges[:, :, 1] = -1e9, 1e9
+    ranges[0, column, 1] = float(original[labels == 0].min()) + 0.75 * std
+    requested: list[torch.Tensor] = []
+
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        measured = control.measure(x)[:, column]
+        inside = (labels == 1) | (measured <= ranges[0, column, 1] + 1e-3)
+        requested.append(inside)
+        predicted = torch.where(inside, labels, 1 - labels)
+        return nn.functional.one_hot(predicted, 2).float()
+
+    results = control_evaluation(
+        control,
+        images,
+        labels,
+        classify,
+        steps=[-1.0, 0.5, 1.0],
+        names=["thickness"],
+        physical_edits={},
+        class_ranges=ranges,
+    )
+    inside = torch.cat(requested)
+    assert 0 < results["plausible_1std"] < 1
+    assert results["plausible_1std"] == pytest.approx(float(inside.float().mean()))
+    assert results["identity_1std/plausible"] == 1.0 and results["identity_1std/implausible"] == 0.0
+    assert results["identity_1std/thickness/plausible"] == 1.0
+    assert results["identity_1std"] == pytest.approx(results["plausible_1std"])
+    table = control_table(results)
+    assert "requests in class range ≤1 std" in table and "identity ≤1 std, in range" in table
+
+
 def test_physical_edits_of_an_exact_model_hit_the_request_on_the_first_digits() -> None:
     control, images = exact_control(tolerance=1e-4, rounds=10)
     labels = torch.arange(len(images)) % 10
@@ -342,6 +404,9 @@ def test_callback_logs_control_metrics_table_grid_and_calibration(
         "leakage/thickness/area",
         "identity",
         "identity_1std",
+        "identity_1std/width",
+        "plausible_1std",  # the training split's ranges per label
+        "plausible_1std/thickness",
         "physical/thickness/error",
         "physical/thickness/error_open_loop",
         "physical/height/leakage",

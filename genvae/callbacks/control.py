@@ -38,6 +38,7 @@ from genvae.latent.evaluation import (
     DEFAULT_PHYSICAL_EDITS,
     DEFAULT_STEPS,
     check_physical_edits,
+    class_attribute_ranges,
     control_evaluation,
     control_table,
 )
@@ -145,6 +146,16 @@ class AttributeControlEvaluation(L.Callback):
         attributes = source.get("attributes")
         return source["image"][take], None if attributes is None else attributes[take]
 
+    @staticmethod
+    def _class_ranges(trainer: L.Trainer) -> Tensor | None:
+        """Attribute ranges of the training digits per label (:func:`class_attribute_ranges`), or None when
+        the datamodule holds no labelled training split with attributes."""
+        splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
+        train = splits.get("train") or {}
+        if "label" not in train or "attributes" not in train or len(train["label"]) < 10:
+            return None
+        return class_attribute_ranges(train["attributes"], train["label"])
+
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
@@ -172,6 +183,7 @@ class AttributeControlEvaluation(L.Callback):
             self.names,
             self.physical_edits,
             self.physical_images,
+            self._class_ranges(trainer),
         )
         for key, value in results.items():
             pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)

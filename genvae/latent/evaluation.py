@@ -13,6 +13,14 @@ the project's Morpho-MNIST morphometrics. Reported, all in units of attribute st
 - **identity**: share of edited digits to which a digit classifier (the genvae classifier) still assigns
   the original label (per step, and over the edits of at most 1 std).
 
+**Plausible requests.** A request can ask for a digit no writer produces: MNIST digits are size-normalised,
+so a height 1 std above the mean is taller than nearly every real digit of most classes, and a classifier
+trained on real digits may then change its mind however good the edit. With the attribute ranges of real
+digits per class (:func:`class_attribute_ranges`: the central 98% of the training digits of each label),
+identity is also split by whether the requested value lies inside the range of the digit's own class
+(``identity_1std/plausible``, ``identity_1std/implausible``, ``plausible_1std`` = share inside), which
+separates edits that broke a digit from requests for an atypical one.
+
 Digits whose reconstruction or edit is blank (NaN attributes) are left out of the error and the leakage
 (and count as not preserved for identity). A model whose dims map exactly onto the attributes scores 0
 error and 0 leakage (known-answer test in ``tests/test_latent_control.py``). The evaluation follows the
@@ -44,6 +52,7 @@ __all__ = [
     "DEFAULT_PHYSICAL_EDITS",
     "DEFAULT_STEPS",
     "check_physical_edits",
+    "class_attribute_ranges",
     "control_evaluation",
     "control_table",
     "edit_errors",
@@ -117,6 +126,36 @@ def _identity(classify: Classifier | None, images: Tensor, labels: Tensor | None
     return predicted.cpu() == labels.cpu()
 
 
+def class_attribute_ranges(attributes: Tensor, labels: Tensor, coverage: float = 0.98) -> Tensor:
+    """``[C, 6, 2]`` float: per label ``c < C = max(labels) + 1`` and attribute, the central ``coverage`` range
+    (the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles) of ``attributes [N, 6]`` of the digits
+    with that label; NaN bounds for a label without digits. Blank digits (NaN attributes) are ignored."""
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    if attributes.dim() != 2 or len(attributes) != len(labels):
+        raise ValueError(
+            f"expected attributes [N, A] and labels [N], got {list(attributes.shape)}, {list(labels.shape)}"
+        )
+    attributes, labels = attributes.float().cpu(), labels.long().cpu()
+    quantiles = torch.tensor([(1 - coverage) / 2, (1 + coverage) / 2])
+    ranges = torch.full((int(labels.max()) + 1, attributes.shape[1], 2), float("nan"))
+    for label in labels.unique().tolist():
+        ranges[label] = attributes[labels == label].nanquantile(quantiles, dim=0).T
+    return ranges
+
+
+def _plausible(result: EditResult, column: int, labels: Tensor | None, ranges: Tensor | None) -> Tensor:
+    """``[N]`` bool: the requested value of attribute ``column`` lies in the range of the digit's class (empty
+    without labels or ranges; False for labels the ranges do not cover)."""
+    if labels is None or ranges is None:
+        return torch.zeros(0, dtype=torch.bool)
+    labels = labels.long().cpu()
+    known = labels < len(ranges)
+    low, high = ranges[labels.clamp(max=len(ranges) - 1), column].unbind(-1)
+    requested = result.target[:, column].float().cpu()
+    return known & (requested >= low) & (requested <= high)
+
+
 def _stds(control: AttributeControl) -> Tensor:
     """``[6]`` calibration std of each attribute (1 for the uncalibrated ones)."""
     return torch.tensor(
@@ -159,6 +198,24 @@ def physical_evaluation(
     return results
 
 
+def _identity_split(
+    key: str, share_key: str, preserved: list[Tensor], plausible: list[Tensor]
+) -> dict[str, float]:
+    """``key``: share of ``preserved``; with plausibility masks, ``share_key`` (share of plausible requests)
+    and ``key/plausible``, ``key/implausible`` (identity within each group, NaN for an empty group)."""
+    if not preserved:
+        return {}
+    kept = torch.cat(preserved)
+    results = {key: float(kept.float().mean())}
+    inside = torch.cat(plausible) if plausible else torch.zeros(0, dtype=torch.bool)
+    if len(inside) == len(kept):
+        nan = float("nan")
+        results[share_key] = float(inside.float().mean())
+        results[f"{key}/plausible"] = float(kept[inside].float().mean()) if inside.any() else nan
+        results[f"{key}/implausible"] = float(kept[~inside].float().mean()) if (~inside).any() else nan
+    return results
+
+
 def control_evaluation(
     control: AttributeControl,
     images: Tensor,
@@ -168,15 +225,20 @@ def control_evaluation(
     names: Sequence[str] | None = None,
     physical_edits: Mapping[str, float] | None = DEFAULT_PHYSICAL_EDITS,
     physical_images: int = 500,
+    class_ranges: Tensor | None = None,
 ) -> dict[str, float]:
     """Error, leakage and identity of closed-loop edits of ``images`` (see the module docstring).
 
     Keys (flat, for the metrics JSON): ``error/<a>/<step>``, ``error/<a>`` (median over steps and digits),
     ``error`` (mean of the per-attribute errors), ``leakage/<a>/<b>``, ``leakage/<a>`` (mean over ``b``),
     ``leakage`` (mean over ``a``); with a classifier and labels, ``identity/<step>``, ``identity/<a>``,
-    ``identity`` (over all edits) and ``identity_1std`` (edits of at most 1 std). Then the keys of
-    :func:`physical_evaluation` for ``physical_edits`` (``None`` or ``{}``: none) on the first
-    ``physical_images`` of ``images``.
+    ``identity`` (over all edits), ``identity_1std`` and ``identity_1std/<a>`` (edits of at most 1 std);
+    with ``class_ranges`` (:func:`class_attribute_ranges`) as well, ``plausible_1std`` (share of those
+    edits whose requested value lies in the range of the digit's class), ``identity_1std/plausible``,
+    ``identity_1std/implausible``, and the same per attribute (``plausible_1std/<a>``,
+    ``identity_1std/<a>/plausible``, ``identity_1std/<a>/implausible``).
+    Then the keys of :func:`physical_evaluation` for ``physical_edits`` (``None`` or ``{}``: none) on the
+    first ``physical_images`` of ``images``.
     """
     physical_edits = _calibrated(control, check_physical_edits(physical_edits))  # before the long loop
     if physical_images < 1:
@@ -185,10 +247,11 @@ def control_evaluation(
     stds = _stds(control)
     results: dict[str, float] = {}
     kept: dict[float, list[Tensor]] = {step: [] for step in steps}
+    small_kept, small_plausible = [], []  # edits of at most 1 std, all attributes
     leakage_rows = []
     for name in names:
         column = ATTRIBUTE_NAMES.index(name)
-        errors, changes, same = [], [], []
+        errors, changes, same, small, plausible = [], [], [], [], []
         for step in steps:
             result = _apply(control, images, {name: step * control.calibrations[name].std})
             error, change = edit_errors(result, stds)
@@ -199,7 +262,13 @@ def control_evaluation(
             if len(preserved):
                 same.append(preserved)
                 kept[step].append(preserved)
+                if abs(step) <= 1:
+                    small.append(preserved)
+                    plausible.append(_plausible(result, column, labels, class_ranges))
         results[f"error/{name}"] = float(torch.cat(errors).nanmedian())
+        results |= _identity_split(f"identity_1std/{name}", f"plausible_1std/{name}", small, plausible)
+        small_kept += small
+        small_plausible += plausible
         leakage = torch.stack(changes).nanmean(dim=(0, 1))  # [6]
         others = [b for b in ATTRIBUTE_NAMES if b != name]
         for other in others:
@@ -215,9 +284,7 @@ def control_evaluation(
         for step, parts in kept.items():
             results[f"identity/{step_key(step)}"] = float(torch.cat(parts).float().mean())
         results["identity"] = float(torch.cat([p for parts in kept.values() for p in parts]).float().mean())
-        small = [p for step, parts in kept.items() if abs(step) <= 1 for p in parts]
-        if small:
-            results["identity_1std"] = float(torch.cat(small).float().mean())
+        results |= _identity_split("identity_1std", "plausible_1std", small_kept, small_plausible)
     if physical_edits:
         take = slice(0, physical_images)
         results |= physical_evaluation(
@@ -239,12 +306,16 @@ def control_table(
         value = results.get(key)
         return "-" if value is None or value != value else f"{value:.3f}"
 
+    split = any(f"plausible_1std/{n}" in results for n in names)
     head = ["attribute", *(f"error {step_key(s)}" for s in steps), "error (all)", "leakage"]
-    head += ["identity"] if identity else []
+    head += ["identity", "identity ≤1 std"] if identity else []
+    head += ["requests in class range ≤1 std", "identity ≤1 std, in range"] if split else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         row = [name, *(cell(f"error/{name}/{step_key(s)}") for s in steps), cell(f"error/{name}")]
-        row += [cell(f"leakage/{name}")] + ([cell(f"identity/{name}")] if identity else [])
+        row += [cell(f"leakage/{name}")]
+        row += [cell(f"identity/{name}"), cell(f"identity_1std/{name}")] if identity else []
+        row += [cell(f"plausible_1std/{name}"), cell(f"identity_1std/{name}/plausible")] if split else []
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "| edited \\ measured | " + " | ".join(ATTRIBUTE_NAMES) + " |"]
     lines.append("|" + "---|" * (len(ATTRIBUTE_NAMES) + 1))

@@ -301,6 +301,16 @@ def control_table(summary: Summary) -> str:
         ("leakage into other attributes (mean abs. change / std)", "test/control/leakage"),
         *((f"· leakage of {a} edits", f"test/control/leakage/{a}") for a in ATTRIBUTES),
         ("identity kept, ±1 std edits", "test/control/identity_1std"),
+        ("· share of ±1 std requests inside the range of the digit's class", "test/control/plausible_1std"),
+        ("· identity kept, ±1 std requests inside that range", "test/control/identity_1std/plausible"),
+        ("· identity kept, ±1 std requests outside it", "test/control/identity_1std/implausible"),
+        *(
+            (
+                f"· {a} ±1 std: identity kept (share in range, identity kept there)",
+                f"test/control/identity_1std/{a}",
+            )
+            for a in ATTRIBUTES
+        ),
         ("identity kept, all edits", "test/control/identity"),
     ]
     for attribute, request in PHYSICAL_EDITS.items():
@@ -313,6 +323,13 @@ def control_table(summary: Summary) -> str:
     rows = []
     for label, key in rows_spec:
         cells = [fmt(summary.get(e, key), 3) for e in experiments]
+        attribute = key.removeprefix("test/control/identity_1std/")
+        if attribute in ATTRIBUTES:  # identity, then in brackets the share in range and the identity there
+            cells = [
+                f"{fmt(summary.get(e, key), 3)} ({fmt(summary.get(e, f'test/control/plausible_1std/{attribute}'), 3)}, "
+                f"{fmt(summary.get(e, f'{key}/plausible'), 3)})"
+                for e in experiments
+            ]
         if key.endswith("/leakage") and "/physical/" in key:
             identity = key.removesuffix("leakage") + "identity"
             kept = [fmt(summary.get(e, identity), 1, 100.0, "%") for e in experiments]
