@@ -138,6 +138,13 @@ def test_results_command_smoke_is_resumable(tiny_mnist: Path, tmp_path: Path) ->
     assert "vae seed 0: done (smoke), skipped" in second.stdout
     assert "training" not in second.stdout
 
+    # --retest: the checkpoint is tested again (the metrics file rewritten), nothing is trained
+    (run / "metrics.json").write_text("{}")
+    third = subprocess.run([*command, "--retest"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "vae seed 0: testing" in third.stdout and "training" not in third.stdout
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+
 
 def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
     from genvae.results.runner import ResultsRunner

@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument(
         "--skip-busy", action="store_true", help="leave runs another runner holds to that runner"
     )
+    run.add_argument(
+        "--retest",
+        action="store_true",
+        help="test finished runs again from their checkpoints (after a change of the evaluation)",
+    )
     run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
     tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
     tables.add_argument("--out", type=Path, default=REPO / "results")
@@ -58,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
                 for experiment, seed in jobs:
                     runner.ensure_fit(experiment, seed)
             else:  # runs another runner holds are left for the end, then waited for
-                busy = [(e, s) for e, s in jobs if not runner.run(e, s, wait=False)]
+                busy = [(e, s) for e, s in jobs if not runner.run(e, s, wait=False, retest=args.retest)]
                 for experiment, seed in [] if args.skip_busy else busy:
-                    runner.run(experiment, seed)
+                    runner.run(experiment, seed, retest=args.retest)
             if not args.fit_only:
                 for seed in args.seeds:
                     runner.random_baseline(seed)

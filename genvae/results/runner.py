@@ -258,18 +258,20 @@ class ResultsRunner:
         atomic_write_bytes(target, yaml.safe_dump(config, sort_keys=False).encode())
         return target
 
-    def run(self, experiment: str, seed: int, wait: bool = True) -> bool:
+    def run(self, experiment: str, seed: int, wait: bool = True, retest: bool = False) -> bool:
         """Fit (or resume) and test one run, then copy its metrics JSON into the result folder.
 
-        Returns False, doing nothing, when another runner holds the run and ``wait`` is False.
+        A finished run is skipped, unless ``retest``: then its checkpoint is tested again (after a change
+        of the evaluation), without training. Returns False, doing nothing, when another runner holds the
+        run and ``wait`` is False.
         """
         with self.claim(experiment, seed, wait) as claimed:
             if claimed:
-                self._run(experiment, seed)
+                self._run(experiment, seed, retest)
             return claimed
 
-    def _run(self, experiment: str, seed: int) -> None:
-        if self.is_done(experiment, seed):
+    def _run(self, experiment: str, seed: int, retest: bool = False) -> None:
+        if self.is_done(experiment, seed) and not retest:
             self.log(f"results: {experiment} seed {seed}: done ({self.preset.name}), skipped")
             return
         if "classifier" in EXPERIMENTS[experiment].needs:
