@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import json
 import os
@@ -373,22 +374,29 @@ class ResultsRunner:
         )
         self.log(f"results: random latent seed {seed}: -> {result / 'metrics.json'}")
 
-    def test_images(self, experiment: str) -> int:
-        """Number of test images the run was scored on: the t10k set, or the preset's first batches."""
+    @functools.cached_property
+    def _test_set_size(self) -> int:
+        """Images in the t10k set (its label file is read once per runner)."""
         from genvae.data.datamodule import MNISTDataModule
+        from genvae.data.idx import read_idx
 
         datamodule = MNISTDataModule(root=str(self.data), source="train", attributes=False, download=False)
         path = datamodule.find_file("t10k-labels-idx1-ubyte")
         if path is None:
             raise ConfigError(f"{self.data}: t10k-labels-idx1-ubyte[.gz] not found")
-        from genvae.data.idx import read_idx
+        return len(read_idx(path))
 
-        count = len(read_idx(path))
+    def test_images(self, experiment: str) -> int:
+        """Number of test images the run was scored on: the t10k set, or the preset's first batches."""
+        from genvae.data.datamodule import MNISTDataModule
+
+        count = self._test_set_size
         if self.preset.test_limit is not None:
             overrides = self.preset.overrides_for(experiment)
             key = "--data.init_args.eval_batch_size"
-            batch = (
-                int(overrides[overrides.index(key) + 1]) if key in overrides else datamodule.eval_batch_size
-            )
+            default_batch = MNISTDataModule(
+                root=str(self.data), attributes=False, download=False
+            ).eval_batch_size
+            batch = int(overrides[overrides.index(key) + 1]) if key in overrides else default_batch
             count = min(count, self.preset.test_limit * batch)
         return int(count)
