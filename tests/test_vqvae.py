@@ -331,6 +331,39 @@ def test_prior_sampling_with_key_value_cache_equals_full_passes(vqvae_checkpoint
     assert torch.equal(prior.sample_codes(8), expected)
 
 
+@pytest.mark.parametrize("other_eval_module", [False, True])
+def test_prior_fit_warns_about_eval_modules_only_beyond_the_frozen_vqvae(
+    vqvae_checkpoint: Path, tiny_mnist: Path, tmp_path: Path, other_eval_module: bool
+) -> None:
+    """The frozen VQ-VAE is in eval mode on purpose: no Lightning warning for it, but one for any other
+    module the user left in eval mode."""
+    import warnings
+
+    from genvae.models.prior import VQPrior
+
+    prior = VQPrior(vqvae_checkpoint=str(vqvae_checkpoint), d_model=16, num_layers=1, num_heads=2)
+    if other_eval_module:
+        original_train = prior.train
+
+        def train_leaving_head_in_eval(mode: bool = True) -> VQPrior:
+            original_train(mode)
+            prior.head.eval()
+            return prior
+
+        prior.train = train_leaving_head_in_eval  # type: ignore[method-assign]
+        prior.head.eval()
+    data = MNISTDataModule(root=str(tiny_mnist), batch_size=32, attributes=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(prior, data)
+    messages = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    frozen = sum(1 for _ in prior.vqvae.modules())
+    if other_eval_module:
+        assert len(messages) == 1 and messages[0].startswith(f"Found {frozen + 1} module(s) in eval mode")
+    else:
+        assert messages == []
+
+
 def test_prior_nll_drops_when_fitting_fixed_codes(vqvae_checkpoint: Path) -> None:
     torch.manual_seed(0)
     prior = VQPrior(

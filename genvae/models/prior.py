@@ -8,10 +8,12 @@ first stage. New digits are drawn code by code from the prior and decoded by the
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
@@ -109,6 +111,17 @@ class VQPrior(StagedModule):
         super().train(mode)
         self.vqvae.eval()
         return self
+
+    def on_fit_start(self) -> None:
+        """Silence Lightning's warning about modules in eval mode at the start of training when they are
+        exactly the frozen VQ-VAE's (on purpose); any other module left in eval mode changes the count in the
+        message, so the warning still shows."""
+        frozen = sum(1 for _ in self.vqvae.modules())
+        warnings.filterwarnings(
+            "ignore",
+            message=rf"Found {frozen} module\(s\) in eval mode at the start",
+            category=PossibleUserWarning,
+        )
 
     # ----------------------------------------------------------- model
     def logits(self, codes: Tensor) -> Tensor:
