@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from genvae.results.presets import EXPERIMENTS, PRESETS
-from genvae.results.render import aggregate, fmt, latent_table, replace_marked_sections
+from genvae.results.render import aggregate, fmt, latent_table, replace_marked_sections, runs_table
 from genvae.results.speed import speed_tables
 
 from .conftest import REPO
@@ -22,7 +22,7 @@ def write_run(runs: Path, experiment: str, seed: int, metrics: dict[str, object]
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "run.json").write_text(
-        json.dumps({"preset": "cpu", "epochs": 3, "test_images": 10000, **record})
+        json.dumps({"seed": seed, "preset": "cpu", "epochs": 3, "test_images": 10000, **record})
     )
 
 
@@ -58,6 +58,25 @@ def test_latent_table_has_random_row_and_paper_values(tmp_path: Path) -> None:
     lines = table.splitlines()
     assert lines[2].startswith("| random latent")
     assert "0.870 (0.850)" in lines[3]  # the paper's AR-VAE interpretability beside ours
+
+
+def test_runs_table_gives_wall_minutes_per_seed_and_the_total(tmp_path: Path) -> None:
+    write_run(tmp_path, "random_latent", 0, {"test/mig": 0.0}, epochs=0)  # not trained: no row
+    write_run(tmp_path, "vae", 0, {"test/mig": 0.1}, fit_seconds=120.0, test_seconds=30.0)
+    write_run(tmp_path, "vae", 1, {"test/mig": 0.1}, fit_seconds=90.0, test_seconds=33.0, fit_resumed=True)
+    write_run(tmp_path, "arvae", 2, {"test/mig": 0.1}, fit_seconds=60.0, test_seconds=6.0)
+    table = runs_table(aggregate(tmp_path))
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in table.splitlines()[2:]
+        if line.startswith("|")
+    ]
+    assert rows == [
+        ["VAE", "0, 1", "3", "2.0 / 1.5 (seed 1 resumed)", "0.5 / 0.6"],
+        ["AR-VAE", "2", "3", "1.0", "0.1"],
+    ]
+    assert table.endswith("All runs together: 6 min of wall time.")  # (120+30+90+33+60+6) s = 5.65 min
+    assert "no runs yet" in runs_table(aggregate(tmp_path / "empty"))
 
 
 def test_replace_marked_sections_keeps_everything_else() -> None:

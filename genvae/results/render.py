@@ -339,7 +339,38 @@ def control_table(summary: Summary) -> str:
     return f"{table}\n\n{_provenance(summary, experiments)}"
 
 
+def runs_table(summary: Summary) -> str:
+    """Wall time of every run (``run.json``): per experiment the seeds, epochs, and fit and test minutes per
+    seed, then the total, so a reader sees what a preset costs on the machine the runs name."""
+    rows, total = [], 0.0
+    for experiment in summary.experiments():
+        runs = sorted(summary.runs.get(experiment, []), key=lambda r: r.get("seed", 0))
+        if experiment == "random_latent" or not runs:
+            continue
+        fit = [float(r.get("fit_seconds", math.nan)) / 60 for r in runs]
+        test = [float(r.get("test_seconds", math.nan)) / 60 for r in runs]
+        resumed = [str(r.get("seed")) for r in runs if r.get("fit_resumed")]
+        total += sum(x for x in fit + test if math.isfinite(x))
+        rows.append(
+            [
+                LABELS.get(experiment, experiment),
+                ", ".join(str(r.get("seed")) for r in runs),
+                str(summary.run_info(experiment, "epochs") or "—"),
+                " / ".join(f"{x:.1f}" for x in fit)
+                + (f" (seed {', '.join(resumed)} resumed)" if resumed else ""),
+                " / ".join(f"{x:.1f}" for x in test),
+            ]
+        )
+    if not rows:
+        return "_no runs yet: `make results` fills this table._"
+    table = markdown_table(
+        ["experiment", "seeds", "epochs", "fit (min, per seed)", "test (min, per seed)"], rows
+    )
+    return f"{table}\n\nAll runs together: {total:.0f} min of wall time."
+
+
 TABLES: dict[str, Callable[[Summary], str]] = {
+    "runs": runs_table,
     "latent": latent_table,
     "arvae-attributes": per_attribute_table,
     "vqvae": vqvae_table,
