@@ -60,6 +60,14 @@ def _date(record: dict) -> str:
     return str(record.get("date", "—")).replace("T", " ")[:16]
 
 
+STAMP_HEADER = ("date", "machine", "load (1 min)")
+
+
+def _stamp_cells(record: dict) -> list[str]:
+    """The first cells of every benchmark row, under :data:`STAMP_HEADER`: when, where, how busy."""
+    return [_date(record), _machine(record), _load_average(record)]
+
+
 def _count(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else "—"
 
@@ -77,9 +85,7 @@ def attributes_table(bench: Path) -> str:
         return "_no attribute benchmark in results/bench yet_"
     rows = [
         [
-            _date(r),
-            _machine(r),
-            _load_average(r),
+            *_stamp_cells(r),
             r.get("device", "cpu"),
             f"{r['images']:,}",
             f"{r['genvae_ms_per_image']:.3f} ms ({r['genvae_seconds']:.2f} s)",
@@ -89,9 +95,7 @@ def attributes_table(bench: Path) -> str:
         for r in records
     ]
     header = [
-        "date",
-        "machine",
-        "load (1 min)",
+        *STAMP_HEADER,
         "device",
         "images",
         "genvae per image (total)",
@@ -111,9 +115,7 @@ def training_table(bench: Path) -> str:
         switches = ", ".join(k for k in ("compile", "channels_last") if r.get(k)) or "—"
         rows.append(
             [
-                _date(r),
-                _machine(r),
-                _load_average(r),
+                *_stamp_cells(r),
                 switches,
                 f"{rate['genvae']:.0f}",
                 f"{rate['plain']:.0f}",
@@ -123,9 +125,7 @@ def training_table(bench: Path) -> str:
             ]
         )
     header = [
-        "date",
-        "machine",
-        "load (1 min)",
+        *STAMP_HEADER,
         "switches",
         "genvae img/s",
         "plain loop img/s",
@@ -172,17 +172,13 @@ def morphometry_table(bench: Path) -> str:
             sets = f"{case.get('name', '—')}: {_count(case.get('real'))} vs {_count(case.get('generated'))}"
             rows.append(
                 [
-                    _date(r),
-                    _machine(r),
-                    _load_average(r),
+                    *_stamp_cells(r),
                     sets,
                     *[_number(case.get(c)) for c in MORPHOMETRY_COLUMNS],
                 ]
             )
     header = [
-        "date",
-        "machine",
-        "load (1 min)",
+        *STAMP_HEADER,
         "sets (images)",
         *[f"{c}{MORPHOMETRY_UNITS[c]}" for c in MORPHOMETRY_COLUMNS],
     ]
@@ -204,9 +200,7 @@ def morphometry_speed_table(bench: Path) -> str:
             n_real, n_generated = workload.get("images") or (None, None)
             rows.append(
                 [
-                    _date(r),
-                    _machine(r),
-                    _load_average(r),
+                    *_stamp_cells(r),
                     workload.get("name", "—"),
                     f"{_count(n_real)} vs {_count(n_generated)}",
                     _number(workload.get("seconds"), 2),
@@ -215,9 +209,7 @@ def morphometry_speed_table(bench: Path) -> str:
                 ]
             )
     header = [
-        "date",
-        "machine",
-        "load (1 min)",
+        *STAMP_HEADER,
         "workload",
         "images",
         "morphometric_distances (s)",
@@ -248,9 +240,7 @@ def latent_metrics_table(bench: Path) -> str:
             difference = case.get("max_abs_difference_ksg_vs_reference")
             rows.append(
                 [
-                    _date(r),
-                    _machine(r),
-                    _load_average(r),
+                    *_stamp_cells(r),
                     f"{case.get('case', '—')}: {_latent_source(r)} ({_count(n)} × {dims})",
                     *[_seconds(case.get(p)) for p in protocols],
                     _seconds(case.get("reference")),
@@ -258,9 +248,7 @@ def latent_metrics_table(bench: Path) -> str:
                 ]
             )
     header = [
-        "date",
-        "machine",
-        "load (1 min)",
+        *STAMP_HEADER,
         "case: latents, attributes (N × dims)",
         *protocols,
         "reference (ar-vae + scikit-learn)",
