@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from genvae.checkpoints import checkpoint_class_path, read_checkpoint
 from genvae.data.attributes import morpho_attributes
+from genvae.data.datamodule import MNISTDataModule
 from genvae.data.idx import read_idx
 from genvae.errors import ConfigError, exit_on_config_error
 from genvae.metrics.morphometry import attribute_distances, morphometric_distances
@@ -54,9 +55,13 @@ def best_time(fn: object, repeats: int, device: torch.device) -> float:
 
 
 def find_images(folder: Path, split: str) -> Path:
-    """The ``<split>-images-idx3-ubyte(.gz)`` file of an MNIST folder."""
-    candidates = [folder / f"{split}-images-idx3-ubyte.gz", folder / f"{split}-images-idx3-ubyte"]
-    return next((p for p in candidates if p.exists()), candidates[0])
+    """The ``<split>-images-idx3-ubyte(.gz)`` file of an MNIST folder (found as the datamodule finds it), or
+    a one-line ConfigError."""
+    stem = f"{split}-images-idx3-ubyte"
+    path = MNISTDataModule(root=str(folder), download=False, attributes=False).find_file(stem)
+    if path is None:
+        raise ConfigError(f"{folder}: {stem}[.gz] not found (given as --data)")
+    return path
 
 
 def display_path(path: Path) -> str:
