@@ -175,12 +175,11 @@ class VQPrior(StagedModule):
         temperature = self.temperature if temperature is None else temperature
         was_training = self.training
         self.eval()
-        heads = self.hparams.num_heads
-        shape = (n, heads, self.sequence_length, self.token_embedding.embedding_dim // heads)
         weight = self.token_embedding.weight
-        cache = [
-            (weight.new_empty(shape), weight.new_empty(shape)) for _ in range(len(self.transformer.layers))
-        ]
+        cache = []
+        for layer in self.transformer.layers:  # keys and values [n, heads, L, d_head] of each layer
+            shape = (n, layer.self_attn.num_heads, self.sequence_length, layer.self_attn.head_dim)
+            cache.append((weight.new_empty(shape), weight.new_empty(shape)))
         codes = torch.zeros(n, self.sequence_length, dtype=torch.long, device=self.device)
         inputs = torch.full((n,), self.num_codes, dtype=torch.long, device=self.device)  # the start token
         for i in range(self.sequence_length):
