@@ -134,9 +134,14 @@ class AttributeControlEvaluation(L.Callback):
                 break
         return {key: torch.cat(values)[:n] for key, values in parts.items() if values}
 
-    def _calibration_set(self, trainer: L.Trainer, test: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    @staticmethod
+    def _train_split(trainer: L.Trainer) -> dict[str, Tensor] | None:
+        """The datamodule's loaded training split (``image``, ``label``, ``attributes``), if it has one."""
         splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
-        train = splits.get("train")
+        return splits.get("train")
+
+    def _calibration_set(self, trainer: L.Trainer, test: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        train = self._train_split(trainer)
         source, take = train, slice(0, self.calibration_images)
         if train is None or len(train["image"]) < 3:  # the test digits after the evaluated ones
             source = self._test_examples(trainer, self.num_images + self.calibration_images)
@@ -146,12 +151,11 @@ class AttributeControlEvaluation(L.Callback):
         attributes = source.get("attributes")
         return source["image"][take], None if attributes is None else attributes[take]
 
-    @staticmethod
-    def _class_ranges(trainer: L.Trainer) -> Tensor | None:
+    @classmethod
+    def _class_ranges(cls, trainer: L.Trainer) -> Tensor | None:
         """Attribute ranges of the training digits per label (:func:`class_attribute_ranges`), or None when
         the datamodule holds no labelled training split with attributes."""
-        splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
-        train = splits.get("train") or {}
+        train = cls._train_split(trainer) or {}
         if "label" not in train or "attributes" not in train or len(train["label"]) < 10:
             return None
         return class_attribute_ranges(train["attributes"], train["label"])
