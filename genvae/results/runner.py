@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -36,6 +37,9 @@ from genvae.errors import ConfigError
 from genvae.results.presets import EXPERIMENTS, Preset
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.machine import hardware_info
+
+if TYPE_CHECKING:
+    from genvae.data.datamodule import MNISTDataModule
 
 __all__ = ["ResultsRunner", "RunPaths"]
 
@@ -375,28 +379,30 @@ class ResultsRunner:
         self.log(f"results: random latent seed {seed}: -> {result / 'metrics.json'}")
 
     @functools.cached_property
+    def _mnist(self) -> MNISTDataModule:
+        """A datamodule on the data folder: finds its files and knows the default evaluation batch size."""
+        from genvae.data.datamodule import MNISTDataModule
+
+        return MNISTDataModule(root=str(self.data), source="train", attributes=False, download=False)
+
+    @functools.cached_property
     def _test_set_size(self) -> int:
         """Images in the t10k set (its label file is read once per runner)."""
-        from genvae.data.datamodule import MNISTDataModule
         from genvae.data.idx import read_idx
 
-        datamodule = MNISTDataModule(root=str(self.data), source="train", attributes=False, download=False)
-        path = datamodule.find_file("t10k-labels-idx1-ubyte")
+        path = self._mnist.find_file("t10k-labels-idx1-ubyte")
         if path is None:
             raise ConfigError(f"{self.data}: t10k-labels-idx1-ubyte[.gz] not found")
         return len(read_idx(path))
 
     def test_images(self, experiment: str) -> int:
         """Number of test images the run was scored on: the t10k set, or the preset's first batches."""
-        from genvae.data.datamodule import MNISTDataModule
-
         count = self._test_set_size
         if self.preset.test_limit is not None:
             overrides = self.preset.overrides_for(experiment)
             key = "--data.init_args.eval_batch_size"
-            default_batch = MNISTDataModule(
-                root=str(self.data), attributes=False, download=False
-            ).eval_batch_size
-            batch = int(overrides[overrides.index(key) + 1]) if key in overrides else default_batch
+            batch = (
+                int(overrides[overrides.index(key) + 1]) if key in overrides else self._mnist.eval_batch_size
+            )
             count = min(count, self.preset.test_limit * batch)
         return int(count)
