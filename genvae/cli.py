@@ -21,7 +21,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.predictions import PredictionWriter
+from genvae.callbacks.progress import LoggingStepProgressBar
 from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint
 from genvae.errors import exit_on_config_error
@@ -131,7 +132,9 @@ class GenVAECLI(LightningCLI):
         """The trainer, with genvae's defaults added to what the config sets.
 
         - :func:`default_callbacks` after the configured callbacks (LightningCLI appends
-          ``trainer_defaults["callbacks"]`` to ``trainer.callbacks``, whatever the config sets there);
+          ``trainer_defaults["callbacks"]`` to ``trainer.callbacks``, whatever the config sets there), and
+          a :class:`~genvae.callbacks.progress.LoggingStepProgressBar` unless the config names a progress
+          bar or disables it;
         - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
         - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
           when the config leaves ``trainer.logger`` unset or ``true``;
@@ -145,7 +148,11 @@ class GenVAECLI(LightningCLI):
         if not fitting:
             configured = [cb for cb in configured if not isinstance(cb, ModelCheckpoint)]
             kwargs["callbacks"], kwargs["enable_checkpointing"] = configured, False
-        self.trainer_defaults["callbacks"] = default_callbacks(configured)
+        defaults = default_callbacks(configured)
+        wants_bar = trainer_config.get("enable_progress_bar") in (None, True)
+        if wants_bar and not any(isinstance(cb, ProgressBar) for cb in configured):
+            defaults.append(LoggingStepProgressBar())
+        self.trainer_defaults["callbacks"] = defaults
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO() if fitting else EvaluationCheckpointIO()]
@@ -158,6 +165,24 @@ class GenVAECLI(LightningCLI):
         return trainer
 
 
+def build_cli(args: list[str] | None = None, run: bool = True) -> GenVAECLI:
+    """The ``genvae`` LightningCLI on ``args``; with ``run=False`` (no subcommand in ``args``) it only builds
+    model, datamodule and trainer from the config, as ``genvae fit`` would (the training benchmark's plain
+    loop uses this to train the very model a user's YAML describes)."""
+    return GenVAECLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,  # one optimizer story: the model's lr / weight_decay
+        save_config_callback=SaveConfigToLoggers,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": []},  # filled by GenVAECLI.instantiate_trainer
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``genvae`` console script (``args`` = command line without the program name)."""
     argv = sys.argv[1:] if args is None else args
@@ -167,17 +192,7 @@ def main(args: list[str] | None = None) -> None:
         return edit(argv[1:])
     silence_unactionable_notices()
     try:
-        GenVAECLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,  # one optimizer story: the model's lr / weight_decay
-            save_config_callback=SaveConfigToLoggers,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": []},  # filled by GenVAECLI.instantiate_trainer
-            args=args,
-        )
+        build_cli(args)
     except NonFiniteLossError as err:
         if rank_zero_only.rank == 0:
             print(f"genvae: {err}", file=sys.stderr)

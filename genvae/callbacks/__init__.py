@@ -5,7 +5,7 @@ from genvae.callbacks.evaluation import ImportanceWeightedNLL, MetricsJSON, Samp
 from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructions, Samples
 from genvae.callbacks.latent_metrics import LatentMetrics
 from genvae.callbacks.morphometry import MorphometricFidelity
-from genvae.callbacks.progress import EpochSummary
+from genvae.callbacks.progress import EpochSummary, LoggingStepProgressBar
 from genvae.callbacks.speed import SpeedUp
 from genvae.callbacks.traversal import LatentTraversal
 
@@ -17,6 +17,7 @@ __all__ = [
     "LatentMetrics",
     "LatentScatter",
     "LatentTraversal",
+    "LoggingStepProgressBar",
     "MetricsJSON",
     "MorphometricFidelity",
     "Reconstructions",

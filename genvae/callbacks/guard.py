@@ -1,11 +1,27 @@
-"""Stop a run at the first non-finite loss or gradient, before the optimizer step can spoil the weights.
+"""Stop a run at the first non-finite loss or gradient, without letting it reach the weights.
 
-The check runs just before each optimizer step (after gradients are ready), so the weights still hold the
-last finite state and no checkpoint is ever written from a NaN/inf step: ``last.ckpt`` stays the last good
-one. Under DDP the verdict is reduced across ranks so that every rank stops at the same step.
+The check runs just before each optimizer step, on the device and without synchronising with it: a sticky
+flag ``found_inf`` becomes 1 at the first step whose loss or gradients hold a NaN/inf, and the step and
+loss of that first time are recorded beside it, also on the device. The update is skipped on the device,
+the way ``torch.amp.GradScaler`` skips it: optimizers that accept a ``found_inf`` tensor (torch's fused
+Adam / AdamW, which every genvae model configures) leave weights, moments and step count untouched while it
+is 1. From that step on no update is applied, so the weights keep the last finite state.
+
+The host reads the flag only where a decision is due: on Lightning's logging steps (``log_every_n_steps``),
+at the end of each training epoch and of training, and before any checkpoint is written
+(:meth:`FiniteLossGuard.on_save_checkpoint`), so no checkpoint is ever written after a NaN/inf step and
+``last.ckpt`` stays the last good one. The run then stops with one line naming the first bad step. Under
+DDP the verdict is reduced across ranks at those same points, so every rank stops together.
+
+An optimizer that does not take ``found_inf`` (a custom one) gets the previous behaviour: the flag is read
+before every optimizer step (one host-device synchronisation per step) and the run stops before the step.
+Under ``precision: 16-mixed`` the grad scaler owns ``found_inf`` and skips inf/NaN gradient steps itself;
+only the loss is checked there.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import lightning as L
 import torch
@@ -16,14 +32,38 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient; the message says where and which checkpoint to use."""
 
 
-class FiniteLossGuard(L.Callback):
-    """Raise :class:`NonFiniteLossError` when the loss (or, without a grad scaler, a gradient) is NaN/inf.
+def _raw_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "_optimizer", optimizer)  # LightningOptimizer wraps the torch optimizer
 
-    Gradients are not checked under ``precision: 16-mixed``, whose grad scaler skips inf/NaN steps itself.
+
+def skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` honours a ``found_inf`` attribute (fused Adam / AdamW / SGD)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+class FiniteLossGuard(L.Callback):
+    """Raise :class:`NonFiniteLossError` after the first NaN/inf loss (or gradient), never applying it.
+
+    See the module docstring for where the device-side flag is read. Gradients are not checked under
+    ``precision: 16-mixed``, whose grad scaler skips inf/NaN steps itself.
     """
 
     def __init__(self) -> None:
         self._loss: Tensor | None = None
+        self._found_inf: Tensor | None = None  # float 0/1, sticky: the optimizers' skip flag
+        self._first_step: Tensor | None = None  # global step of the first non-finite step (-1: none)
+        self._first_loss: Tensor | None = None  # the loss at that step
+        self._loss_was_bad: Tensor | None = None  # whether the loss (not only a gradient) was non-finite
+        self._one: Tensor | None = None
+
+    # ----------------------------------------------------------- per step: device only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = pl_module.device
+        self._found_inf = torch.zeros((), device=device)
+        self._first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._first_loss = torch.zeros((), device=device)
+        self._loss_was_bad = torch.zeros((), dtype=torch.bool, device=device)
+        self._one = torch.ones((), device=device)  # the "inverse scale" of the gradient check: no change
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         self._loss = loss.detach()
@@ -31,32 +71,82 @@ class FiniteLossGuard(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        if self._found_inf is None:
+            self.on_train_start(trainer, pl_module)
+        optimizer = _raw_optimizer(optimizer)
         loss, self._loss = self._loss, None
-        checks = []  # [loss finite, gradients finite] as 0-dim bool tensors, read with one sync
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        before = self._found_inf.clone()
+        if (
+            scaler is None
+        ):  # one fused pass per dtype sets found_inf to 1 at any NaN/inf gradient (GradScaler's op)
+            grads: dict[torch.dtype, list[Tensor]] = {}
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        grads.setdefault(p.grad.dtype, []).append(p.grad)
+            for same_dtype in grads.values():
+                torch._amp_foreach_non_finite_check_and_unscale_(same_dtype, self._found_inf, self._one)
+        loss_bad = None
         if loss is not None:
-            checks.append(torch.isfinite(loss).all())
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads and getattr(trainer.precision_plugin, "scaler", None) is None:
-            norms = torch._foreach_norm(grads)
-            checks.append(torch.isfinite(torch.stack([n.float() for n in norms]).sum()))
-        if not checks:
+            loss_bad = ~torch.isfinite(loss).all()
+            self._found_inf = torch.maximum(self._found_inf, loss_bad.float())
+        newly = self._found_inf > before
+        self._first_step = torch.where(newly, trainer.global_step, self._first_step)
+        if loss is not None:
+            self._first_loss = torch.where(newly, loss.float().reshape(()), self._first_loss)
+            self._loss_was_bad = torch.where(newly, loss_bad, self._loss_was_bad)
+        if scaler is not None:
+            return  # the scaler skips a non-finite step itself (a NaN/inf loss gives NaN/inf gradients)
+        if skips_on_found_inf(optimizer):
+            optimizer.found_inf = self._found_inf  # the fused kernels skip the whole update while it is 1
+        else:
+            self._raise_if_failed(trainer)  # no device-side skip: decide now, before the step
+
+    # ----------------------------------------------------------- where the host reads the flag
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
+            self._raise_if_failed(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raise_if_failed(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raise_if_failed(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse to write a checkpoint after a non-finite step (Lightning builds it on every rank)."""
+        if trainer.state.fn == "fit":
+            self._raise_if_failed(trainer)
+
+    def _raise_if_failed(self, trainer: L.Trainer) -> None:
+        if self._found_inf is None:
             return
-        flags = torch.stack(checks).cpu()
-        failed = not bool(flags.all())
+        flags = torch.stack(
+            [self._found_inf, self._first_step.float(), self._first_loss, self._loss_was_bad.float()]
+        ).tolist()  # the one host-device synchronisation of the check
+        failed = flags[0] > 0
         if trainer.world_size > 1:
             failed = trainer.strategy.reduce_boolean_decision(failed, all=False)
         if failed:
-            raise NonFiniteLossError(self._message(trainer, loss, flags))
+            raise NonFiniteLossError(self._message(trainer, flags))
 
     @staticmethod
-    def _message(trainer: L.Trainer, loss: Tensor | None, flags: Tensor) -> str:
-        if loss is not None and not bool(flags[0]):
-            what = f"loss is {float(loss):g}"
-        elif bool(flags.all()):
-            what = "loss or gradient is non-finite on another rank"
+    def _message(trainer: L.Trainer, flags: list[float]) -> str:
+        found, step, loss, loss_bad = flags
+        if not found:
+            what, where = (
+                "loss or gradient is non-finite on another rank",
+                f"global step {trainer.global_step}",
+            )
         else:
-            what = "gradient is non-finite (loss finite)"
-        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
+            what = f"loss is {loss:g}" if loss_bad else "gradient is non-finite (loss finite)"
+            where = f"global step {int(step)}"
+        where = f"epoch {trainer.current_epoch}, {where}"
         checkpoint = trainer.checkpoint_callback
         last = checkpoint and (getattr(checkpoint, "last_model_path", "") or checkpoint.best_model_path)
         kept = (
@@ -65,6 +155,6 @@ class FiniteLossGuard(L.Callback):
             else "no checkpoint had been saved yet"
         )
         return (
-            f"training stopped: the {what} at {where}; this step was not applied and no checkpoint was "
-            f"written from it; {kept}. Lower the learning rate, use gradient_clip_val, or check the data."
+            f"training stopped: the {what} at {where}; no update was applied from it on and no checkpoint "
+            f"was written after it; {kept}. Lower the learning rate, use gradient_clip_val, or check the data."
         )

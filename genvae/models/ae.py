@@ -29,7 +29,7 @@ class AE(VectorLatentModel):
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder_output(x)
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch) -> dict[str, Tensor | float]:
         x = batch["image"]
         logits = self.decode_logits(self.encode(x)).float()
         reconstruction = torch.sigmoid(logits)

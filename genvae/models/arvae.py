@@ -101,6 +101,7 @@ class ARVAE(VAE):
 
     def setup(self, stage: str) -> None:
         """Follow the datamodule's attribute order when it declares one (``attribute_names``)."""
+        super().setup(stage)
         names = getattr(getattr(self._trainer, "datamodule", None), "attribute_names", None)
         if names is not None:
             self._attribute_columns = self._columns(tuple(names))
@@ -118,7 +119,7 @@ class ARVAE(VAE):
             z.index_select(1, dims), attributes.index_select(1, columns).float(), self.delta
         )
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch) -> dict[str, Tensor | float]:
         if "attributes" not in batch:
             raise ConfigError(
                 "ARVAE needs batch['attributes']: set data.init_args.attributes=true (MNISTDataModule)"

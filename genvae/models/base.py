@@ -13,47 +13,149 @@ from torch import Tensor, nn
 from genvae.backbones import build_backbone
 from genvae.metrics.disentanglement import reconstruction_accuracy
 from genvae.metrics.evaluation import EvaluationCollector
+from genvae.models.optim import adam
+from genvae.models.running_means import RunningMeans
 
 Batch = dict[str, Tensor]
 
+#: checkpoint key of the training epoch's running sums (see :meth:`StagedModule.on_save_checkpoint`)
+RUNNING_MEANS_KEY = "genvae_running_means"
+
 
 class StagedModule(L.LightningModule):
-    """A LightningModule whose train, validation and test steps all run ``_shared_step(batch, stage)``."""
+    """A LightningModule whose train, validation and test steps all run ``_shared_step(batch, stage)``.
+
+    It owns genvae's one logging policy (:meth:`log_stage`). Keys: ``train/<name>_step`` (this rank's value
+    at a logging step) and ``train/<name>_epoch`` (the epoch mean over all ranks), ``val/<name>`` and
+    ``test/<name>`` (epoch means over all ranks), in every logger and in ``trainer.callback_metrics``.
+
+    Why not ``self.log`` at every step: each call costs about a millisecond of host-side bookkeeping in
+    Lightning's result collection, and the progress bar turns logged tensors into Python numbers, which
+    waits for the device. So a step adds its terms to on-device running sums
+    (:class:`~genvae.models.running_means.RunningMeans`: one ``stack`` and one add, no synchronisation)
+    and hands Lightning values only where they are used: the step values on Lightning's logging steps
+    (``trainer.log_every_n_steps``, every step under ``fast_dev_run``), the epoch means once per epoch
+    with ``sync_dist=True`` (one all-reduce per epoch under DDP, weighted by batch size as Lightning weights
+    a value logged ``on_epoch``). The training sums travel in checkpoints, so the epoch means of a run
+    resumed mid-epoch equal those of an unbroken run.
+
+    Subclasses that override ``setup``, ``on_train_batch_start`` or the ``on_*_epoch_end`` hooks call
+    ``super()``.
+    """
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
 
+    # ----------------------------------------------------------- the logging policy
     def log_stage(
-        self, stage: str, values: dict[str, Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("loss",)
+        self,
+        stage: str,
+        values: dict[str, Tensor | float],
+        batch_size: int,
+        prog_bar: tuple[str, ...] = ("loss",),
     ) -> None:
-        """Log each value as ``<stage>/<name>``: the one stage logging policy of every genvae module.
+        """Account one batch's scalar ``values`` (0-dim tensors or Python numbers) of ``stage``.
 
-        Training: ``<name>_step`` per step (this rank's value) and ``<name>_epoch``, the epoch mean over
-        all ranks. Validation and test: the epoch mean over all ranks. Training values are logged twice
-        rather than once with ``on_step`` and ``on_epoch``, because Lightning all-reduces a value logged
-        with ``sync_dist=True`` at every step when ``on_step`` is set; this way the epoch means cost one
-        all-reduce per epoch, and none is left unsynced (Lightning warns about those under DDP).
+        Adds them to the stage's running means; in training on a logging step also logs them as
+        ``train/<name>_step``. The means are logged at the end of the epoch by :meth:`log_epoch_means`.
         """
+        running = self._running_means.setdefault(stage, RunningMeans())
+        running.update(values, batch_size)
+        self._prog_bar_names[stage] = prog_bar
+        if stage != "train" or not self._logs_this_step():
+            return
         for name, value in values.items():
-            key, bar = f"{stage}/{name}", name in prog_bar
-            if stage == "train":
-                self.log(
-                    f"{key}_step", value, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size
-                )
-                self.log(
-                    f"{key}_epoch", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size
-                )
-            else:
-                self.log(
-                    key,
-                    value,
-                    on_step=False,
-                    on_epoch=True,
-                    sync_dist=True,
-                    prog_bar=bar,
-                    batch_size=batch_size,
-                )
+            key = f"train/{name}_step"
+            value = value.detach() if isinstance(value, Tensor) else float(value)
+            self.log(
+                key, value, on_step=True, on_epoch=False, prog_bar=name in prog_bar, batch_size=batch_size
+            )
+            self._logged_step_keys.add(key)
 
+    def log_epoch_means(self, stage: str) -> None:
+        """Log the epoch means of ``stage`` (``train/<name>_epoch``, ``val/<name>``, ``test/<name>``) and
+        start the next epoch's sums. Called by the ``on_*_epoch_end`` hooks; a second call in the same
+        epoch does nothing (:class:`~genvae.callbacks.EpochSummary` calls it for training before printing,
+        because Lightning runs callbacks' ``on_train_epoch_end`` before the module's)."""
+        running = self._running_means.pop(stage, None)
+        if not running:
+            return
+        suffix, bar = ("_epoch", ()) if stage == "train" else ("", self._prog_bar_names.get(stage, ()))
+        for name, (mean, count) in running.means().items():
+            self.log(
+                f"{stage}/{name}{suffix}",
+                mean,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                prog_bar=name in bar,
+                batch_size=count,
+            )
+
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning writes step metrics to its loggers after this training step."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
+    # Per-stage state, created on first use so that subclasses need no extra __init__ argument handling.
+    @property
+    def _running_means(self) -> dict[str, RunningMeans]:
+        return self.__dict__.setdefault("_stage_sums", {})
+
+    @property
+    def _prog_bar_names(self) -> dict[str, tuple[str, ...]]:
+        return self.__dict__.setdefault("_stage_prog_bar", {})
+
+    @property
+    def _logged_step_keys(self) -> set[str]:
+        return self.__dict__.setdefault("_stage_step_keys", set())
+
+    # ----------------------------------------------------------- hooks
+    def setup(self, stage: str) -> None:
+        self._running_means.clear()  # a checkpoint being resumed from restores the training sums after this
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Retire the step values logged at the last logging step: Lightning keeps a logged step value in its
+        result collection, and converts it for the progress bar at every later step until it is logged
+        again (a host-device synchronisation per step); the bar and ``callback_metrics`` keep the value."""
+        if not self._logged_step_keys:
+            return
+        results = getattr(self._trainer, "_results", None)
+        for key in self._logged_step_keys:
+            logged = results.get(f"training_step.{key}") if results is not None else None
+            if logged is not None and not logged.has_reset:
+                logged.reset()
+        self._logged_step_keys.clear()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_means("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._running_means.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_means("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._running_means.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep this epoch's training sums so that a run resumed mid-epoch logs the same epoch means."""
+        running = self._running_means.get("train")
+        if running:
+            checkpoint[RUNNING_MEANS_KEY] = running.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(RUNNING_MEANS_KEY)
+        if state is not None:
+            self._running_means["train"] = RunningMeans.from_state_dict(state, self.device)
+
+    # ----------------------------------------------------------- steps
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
 
@@ -96,7 +198,9 @@ class GenerativeModel(StagedModule):
         self.weight_decay = weight_decay
 
     # ----------------------------------------------------------- interface
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch) -> dict[str, Tensor | float]:
+        """Scalar terms (0-dim tensors, or Python numbers known on the host such as a schedule's weight)
+        with ``"loss"`` the one optimised, plus the reconstructed images under ``"reconstruction"``."""
         raise NotImplementedError
 
     def encode(self, x: Tensor) -> Tensor:
@@ -123,7 +227,7 @@ class GenerativeModel(StagedModule):
         terms["mse"] = F.mse_loss(reconstruction.float(), batch["image"].float())
         loss = terms.pop("loss")
         values = {"loss": loss, **terms}
-        self.log_stage(stage, {name: value.detach() for name, value in values.items()}, len(batch["image"]))
+        self.log_stage(stage, values, len(batch["image"]))
         return loss
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
@@ -140,6 +244,7 @@ class GenerativeModel(StagedModule):
     scores_latent_dims: bool = True
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self._test_collector = EvaluationCollector()
 
     @torch.no_grad()
@@ -167,6 +272,7 @@ class GenerativeModel(StagedModule):
         callbacks that run after the test epoch. With attributes, ``test_metadata`` records how the latent
         metrics were computed (``meta/latent_protocol``, ``meta/latent``) for the metrics JSON.
         """
+        super().on_test_epoch_end()  # the epoch means of the test loss terms
         collector = getattr(self, "_test_collector", None)
         if collector is None or not collector.parts:
             return
@@ -195,7 +301,7 @@ class GenerativeModel(StagedModule):
         }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
 class VectorLatentModel(GenerativeModel):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from genvae.backbones import build_backbone
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
+from genvae.models.optim import adam
 
 
 class Classifier(StagedModule):
@@ -82,4 +83,4 @@ class Classifier(StagedModule):
         return {"label": batch["label"], "prediction": logits.argmax(dim=1), "index": batch["index"]}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

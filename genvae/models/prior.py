@@ -20,6 +20,7 @@ from torchvision.utils import make_grid
 from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
+from genvae.models.optim import adam
 from genvae.models.vqvae import VQVAE
 from genvae.utils.images import log_image
 
@@ -201,6 +202,7 @@ class VQPrior(StagedModule):
         return nll
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         if self.trainer.sanity_checking:
             return
         samples = self.sample(self.num_samples)
@@ -209,4 +211,4 @@ class VQPrior(StagedModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         parameters = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        return adam(parameters, lr=self.lr, weight_decay=self.weight_decay, decoupled=True)

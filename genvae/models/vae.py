@@ -125,8 +125,8 @@ class VAE(VectorLatentModel):
             "reconstruction": torch.sigmoid(logits),
         }
         if self.training:
-            terms["beta"] = torch.tensor(beta_t)
+            terms["beta"] = float(beta_t)  # known on the host: logged without a host-to-device copy
         return terms, z
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch) -> dict[str, Tensor | float]:
         return self.vae_terms(batch)[0]

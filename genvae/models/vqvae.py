@@ -99,7 +99,7 @@ class VQVAE(GenerativeModel):
         return self.decode(self.quantizer.embed(indices))
 
     # ----------------------------------------------------------- loss
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch) -> dict[str, Tensor | float]:
         x = batch["image"].float()
         quantized = self.quantizer(self.encoder_output(x))
         logits = self.decode_logits(quantized.quantized).float()
@@ -160,6 +160,7 @@ class VQVAE(GenerativeModel):
         self._histograms.pop("train", None)
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self._histograms.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
@@ -167,9 +168,11 @@ class VQVAE(GenerativeModel):
         self._histograms.pop("test", None)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self._log_code_statistics("train")
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_code_statistics("val")
 
     def on_test_epoch_end(self) -> None:
