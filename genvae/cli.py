@@ -32,6 +32,7 @@ from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
 from genvae.callbacks.predictions import PredictionWriter
 from genvae.callbacks.progress import LoggingStepProgressBar
 from genvae.callbacks.rng import RNGStateCheckpoint
+from genvae.callbacks.timing import EvaluationTimer
 from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint
 from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
@@ -138,6 +139,8 @@ class GenVAECLI(LightningCLI):
         - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
         - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
           when the config leaves ``trainer.logger`` unset or ``true``;
+        - in ``test``, an :class:`~genvae.callbacks.timing.EvaluationTimer` first among the callbacks (the
+          seconds of each evaluation callback, into the metrics JSON);
         - outside ``fit``, no ``ModelCheckpoint`` (it saves nothing there) and, through
           :class:`EvaluationCheckpointIO`, no restoring of its state from ``--ckpt_path`` (which only
           warned that "the dirpath has changed").
@@ -159,6 +162,8 @@ class GenVAECLI(LightningCLI):
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
         trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "test":  # first, so that it wraps the other callbacks' hooks before they run
+            trainer.callbacks.insert(0, EvaluationTimer())
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 prepare_wandb_logger(logger)

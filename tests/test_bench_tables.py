@@ -16,6 +16,7 @@ from genvae.results.speed import (
     morphometry_speed_table,
     morphometry_table,
     speed_tables,
+    training_table,
 )
 
 from .conftest import REPO
@@ -49,8 +50,8 @@ def morphometry_record(date: str, fmd: float, seconds: float) -> dict:
     }
 
 
-def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
-    # The file names sort the other way round: the rows follow the recorded dates.
+def test_morphometry_rows_show_the_newest_record_of_each_case(tmp_path: Path) -> None:
+    # The file names sort the other way round: "newest" follows the recorded dates.
     (tmp_path / "morphometry-b.json").write_text(
         json.dumps(morphometry_record("2026-12-01 10:00", 0.01, 9.5))
     )
@@ -69,29 +70,17 @@ def test_morphometry_rows_per_case_newest_last(tmp_path: Path) -> None:
     ]
     rows = body_rows(table)
     assert [(r[0], r[3]) for r in rows] == [
-        ("2026-12-01 10:00", "random halves: 5,000 vs 5,000"),
-        ("2026-12-01 10:00", "dilated: 10,000 vs 10,000"),
         ("2026-12-02 08:30", "random halves: 5,000 vs 5,000"),
         ("2026-12-02 08:30", "dilated: 10,000 vs 10,000"),
     ]
-    first, last = rows[0], rows[-1]
+    first = rows[0]
     assert first[1] == "2-core Xeon, 2 threads, torch 2.x"  # the machine in every row
     assert first[2] == "1.2 → 3.0"  # 1-minute load average before → after
-    assert first[4:10] == ["0.010", "0.012", "0.004", "-0.046", "—", "0.500"]  # NaN shown as a dash
-    assert last[4] == "0.020" and len(first) == 10
-    # the times: one row per timed workload; a record from before the named workloads timed t10k vs dilated
+    assert first[4:10] == ["0.020", "0.012", "0.004", "-0.046", "—", "0.500"]  # NaN shown as a dash
+    assert len(first) == 10
+    # the times: the newest row per timed workload; a record from before the named workloads timed t10k vs dilated
     speed = body_rows(morphometry_speed_table(tmp_path))
     assert speed == [
-        [
-            "2026-12-01 10:00",
-            first[1],
-            "1.2 → 3.0",
-            "t10k vs t10k dilated",
-            "10,000 vs 10,000",
-            "9.50",
-            "3",
-            "12.3",
-        ],
         [
             "2026-12-02 08:30",
             first[1],
@@ -211,3 +200,42 @@ def test_bench_morphometry_json_renders(
     assert [row[3:6] for row in speed] == [
         [w["name"], "100 vs 100", f"{w['seconds']:.2f}"] for w in workloads
     ]
+
+
+def training_record(date: str, workloads: dict[str, float], device: str = "cpu") -> dict:
+    """A marginal-step-time record: ``workloads`` maps name -> genvae ms/step (plain: 10 ms/step)."""
+    return {
+        "date": date,
+        "hardware": HARDWARE,
+        "kind": "marginal_step_time",
+        "device": device,
+        "steps": [100, 600],
+        "repeats": 3,
+        "workloads": {
+            name: {
+                "label": f"{name} label",
+                "ms_per_step": {"genvae": ms, "plain": 10.0},
+                "ratio_plain_over_genvae": 10.0 / ms,
+                "target": 0.95,
+                "met": 10.0 / ms >= 0.95,
+            }
+            for name, ms in workloads.items()
+        },
+    }
+
+
+def test_training_table_shows_the_newest_record_of_each_workload(tmp_path: Path) -> None:
+    (tmp_path / "training-old-format.json").write_text(
+        json.dumps({"date": "2026-12-01 00:00", "images_per_s": {}})
+    )
+    (tmp_path / "training-1.json").write_text(
+        json.dumps(training_record("2026-12-01 10:00", {"vae": 20.0, "arvae": 12.5}))
+    )
+    (tmp_path / "training-2.json").write_text(json.dumps(training_record("2026-12-02 10:00", {"vae": 10.2})))
+    rows = body_rows(training_table(tmp_path))
+    assert [(r[0], r[1]) for r in rows] == [
+        ("vae label", "2026-12-02 10:00"),
+        ("arvae label", "2026-12-01 10:00"),
+    ]
+    assert rows[0][5:] == ["10.20", "10.00", "0.98", "≥ 0.95", "yes"]
+    assert rows[1][5:] == ["12.50", "10.00", "0.80", "≥ 0.95", "no"]

@@ -119,20 +119,39 @@ def test_speedup_callback_trains_and_checkpoint_reloads_uncompiled(tiny_mnist: P
         torch.testing.assert_close(reloaded.state_dict()[key], value)
 
 
-def test_benchmark_runs_end_to_end(tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     spec = importlib.util.spec_from_file_location("bench_training", REPO / "benchmarks" / "bench_training.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    argv = ["--data", str(tiny_mnist), "--steps", "3", "--warmup", "1", "--repeats", "1", "--json", str(out)]
-    result = bench.main(argv)
+    argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1"]
+    result = bench.main([*argv, "--device", "cpu", "--json", str(out)])
     printed = capsys.readouterr().out
-    for way in ("genvae", "plain", "dataloader"):
-        assert any(line.split()[:1] == [way] for line in printed.splitlines()), printed
-        assert result["images_per_s"][way] > 0
-    assert "genvae / plain" in printed and "genvae / dataloader" in printed
-    assert "input path alone" in printed
-    assert set(result["input_only_images_per_s"]) == {"genvae", "dataloader"}
+    assert "MLP VAE (512, 256), batch 128" in printed and "plain/genvae" in printed
     saved = json.loads(out.read_text())
-    assert set(saved["ratios"]) == {"genvae/plain", "genvae/dataloader"}
-    assert saved["steps"] == 3 and saved["statistic"] == "best of repeats"
+    assert saved["kind"] == "marginal_step_time" and saved["steps"] == [1, 2]
+    workload = saved["workloads"]["mlp_vae"]
+    assert workload == result["workloads"]["mlp_vae"]
+    for way in ("genvae", "plain"):
+        assert [len(workload["seconds"][way][n]) for n in ("short", "long")] == [1, 1]
+        assert all(t > 0 for n in ("short", "long") for t in workload["seconds"][way][n])
+    ms = workload["ms_per_step"]
+    assert workload["ratio_plain_over_genvae"] == pytest.approx(ms["plain"] / ms["genvae"])
+    assert workload["target"] == 0.90 and workload["overrides"][-1] == "--data.init_args.batch_size=128"
+
+
+def test_plain_loop_trains_the_configs_model_on_the_datamodules_tensors(tiny_mnist: Path) -> None:
+    """The benchmark's floor builds the very model of the YAML (class, backbone, batch size) through the CLI."""
+    spec = importlib.util.spec_from_file_location("bench_training", REPO / "benchmarks" / "bench_training.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from genvae.cli import build_cli
+
+    args = bench.config_args(bench.WORKLOADS["mlp_vae"], str(tiny_mnist), "cpu")
+    cli = build_cli(args, run=False)
+    assert type(cli.model).__name__ == "VAE" and cli.model.hparams.backbone == "mlp"
+    assert cli.model.hparams.backbone_kwargs == {"hidden": [512, 256]}
+    assert cli.datamodule.batch_size == 128
+    bench.plain_loop(3, args)  # trains without error

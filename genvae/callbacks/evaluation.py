@@ -180,13 +180,20 @@ def test_metadata(pl_module: L.LightningModule) -> dict[str, str]:
     return {str(name): str(value) for name, value in sorted(metadata.items())}
 
 
+def test_timings(pl_module: L.LightningModule) -> dict[str, float]:
+    """Seconds of the test run per evaluation callback (``time/<Callback>``), for the model's own metrics
+    (``time/model``) and in all (``time/test``), from :class:`~genvae.callbacks.timing.EvaluationTimer`."""
+    timings = getattr(pl_module, "test_timings", None) or {}
+    return {name: round(float(seconds), 3) for name, seconds in sorted(timings.items())}
+
+
 class MetricsJSON(L.Callback):
     """At the end of ``test``, write every scalar metric to JSON and print it.
 
     The file is ``<checkpoint stem>.metrics.json`` beside the tested checkpoint (``--ckpt_path``), else
     ``test_metrics.json`` in the run's log directory; it is written atomically. Values: see
     :func:`scalar_metrics`; the model's :func:`test_metadata` (e.g. ``meta/latent_protocol``) follow
-    as strings in the same flat object.
+    as strings in the same flat object, then :func:`test_timings` (``time/...``, seconds).
     """
 
     def output_path(self, trainer: L.Trainer) -> Path:
@@ -201,6 +208,7 @@ class MetricsJSON(L.Callback):
         metrics: dict[str, float | str | None] = {
             **scalar_metrics(trainer, pl_module),
             **test_metadata(pl_module),
+            **test_timings(pl_module),
         }
         payload = (json.dumps(metrics, indent=2) + "\n").encode()
         path = self.output_path(trainer)

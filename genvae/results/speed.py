@@ -3,10 +3,11 @@
 ``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
 ``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json`` and
 ``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json`` (each with the machine, thread count,
-versions and load average it ran on). Every file is one row (one row per case where a file measures
-several), newest last, so repeated runs on different days or machines sit side by side with their absolute
-times. :func:`speed_tables` returns the marked README sections ``speed-attributes``, ``speed-training``,
-``morphometry-known-answers``, ``speed-morphometry`` and ``speed-latent-metrics``.
+versions and load average it ran on). Each table shows the newest measurement of each workload (per
+device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older ones stay in
+their JSON files as the history. :func:`speed_tables` returns the marked README sections
+``speed-attributes``, ``speed-training``, ``morphometry-known-answers``, ``speed-morphometry`` and
+``speed-latent-metrics``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def _stamp_cells(record: dict) -> list[str]:
     return [_date(record), _machine(record), _load_average(record)]
 
 
+def _device_kind(record: dict) -> str:
+    """``cuda`` or ``cpu``: a workload timed on a GPU and on a CPU are two workloads of a table."""
+    hw = record.get("hardware") or {}
+    device = str(record.get("device") or ("cuda" if hw.get("cuda") else "cpu"))
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _newest_per_key(keyed_rows: list[tuple[object, list[str]]]) -> list[list[str]]:
+    """The last row of each key (records are loaded oldest first), in the order keys first appear: a table
+    shows the newest measurement of each workload; the older ones stay in their JSON files."""
+    newest: dict[object, list[str]] = {}
+    for key, row in keyed_rows:
+        newest[key] = row
+    return list(newest.values())
+
+
 def _count(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else "—"
 
@@ -83,17 +100,21 @@ def attributes_table(bench: Path) -> str:
     records = _load(bench, "attributes*.json")
     if not records:
         return "_no attribute benchmark in results/bench yet_"
-    rows = [
-        [
-            *_stamp_cells(r),
-            r.get("device", "cpu"),
-            f"{r['images']:,}",
-            f"{r['genvae_ms_per_image']:.3f} ms ({r['genvae_seconds']:.2f} s)",
-            f"{r['reference_ms_per_image']:.1f} ms ({r['reference_images']:,} images)",
-            f"{r['reference_ms_per_image'] / r['genvae_ms_per_image']:.1f}×",
-        ]
+    keyed = [
+        (
+            _device_kind(r),
+            [
+                *_stamp_cells(r),
+                r.get("device", "cpu"),
+                f"{r['images']:,}",
+                f"{r['genvae_ms_per_image']:.3f} ms ({r['genvae_seconds']:.2f} s)",
+                f"{r['reference_ms_per_image']:.1f} ms ({r['reference_images']:,} images)",
+                f"{r['reference_ms_per_image'] / r['genvae_ms_per_image']:.1f}×",
+            ],
+        )
         for r in records
     ]
+    rows = _newest_per_key(keyed)
     header = [
         *STAMP_HEADER,
         "device",
@@ -106,32 +127,42 @@ def attributes_table(bench: Path) -> str:
 
 
 def training_table(bench: Path) -> str:
-    records = _load(bench, "training*.json")
-    if not records:
+    """The newest marginal-step-time record per workload and device (``benchmarks/bench_training.py``):
+    ``genvae fit`` as users run it vs the plain PyTorch loop. Older records (other kinds, or superseded
+    ones) stay in results/bench as the history."""
+    newest: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for record in _load(bench, "training*.json"):
+        if record.get("kind") != "marginal_step_time":
+            continue
+        device = "cuda" if str(record.get("device", "cpu")).startswith("cuda") else "cpu"
+        for name, workload in record["workloads"].items():
+            newest[(name, device)] = (record, workload)  # records are sorted oldest first
+    if not newest:
         return "_no training benchmark in results/bench yet_"
     rows = []
-    for r in records:
-        rate = r["images_per_s"]
-        switches = ", ".join(k for k in ("compile", "channels_last") if r.get(k)) or "—"
+    for record, w in newest.values():
+        ms = w["ms_per_step"]
         rows.append(
             [
-                *_stamp_cells(r),
-                switches,
-                f"{rate['genvae']:.0f}",
-                f"{rate['plain']:.0f}",
-                f"{rate['dataloader']:.0f}",
-                f"{r['ratios']['genvae/plain']:.2f}×",
-                f"{r['ratios']['genvae/dataloader']:.2f}×",
+                w["label"],
+                *_stamp_cells(record),
+                f"{record['steps'][0]} / {record['steps'][1]}, {record['repeats']}×",
+                f"{ms['genvae']:.2f}",
+                f"{ms['plain']:.2f}",
+                f"{w['ratio_plain_over_genvae']:.2f}",
+                f"≥ {w['target']:.2f}",
+                "yes" if w["met"] else "no",
             ]
         )
     header = [
+        "workload",
         *STAMP_HEADER,
-        "switches",
-        "genvae img/s",
-        "plain loop img/s",
-        "DataLoader img/s",
-        "genvae / plain",
-        "genvae / DataLoader",
+        "steps, repeats",
+        "genvae fit ms/step",
+        "plain loop ms/step",
+        "plain / genvae",
+        "target",
+        "met",
     ]
     return markdown_table(header, rows)
 
@@ -166,17 +197,21 @@ def morphometry_table(bench: Path) -> str:
     records = _load(bench, "morphometry*.json")
     if not records:
         return "_no morphometry benchmark in results/bench yet_"
-    rows = []
+    keyed = []
     for r in records:
         for case in r.get("cases", []):
             sets = f"{case.get('name', '—')}: {_count(case.get('real'))} vs {_count(case.get('generated'))}"
-            rows.append(
-                [
-                    *_stamp_cells(r),
+            keyed.append(
+                (
                     sets,
-                    *[_number(case.get(c)) for c in MORPHOMETRY_COLUMNS],
-                ]
+                    [
+                        *_stamp_cells(r),
+                        sets,
+                        *[_number(case.get(c)) for c in MORPHOMETRY_COLUMNS],
+                    ],
+                )
             )
+    rows = _newest_per_key(keyed)
     header = [
         *STAMP_HEADER,
         "sets (images)",
@@ -191,23 +226,27 @@ def morphometry_speed_table(bench: Path) -> str:
     records = _load(bench, "morphometry*.json")
     if not records:
         return "_no morphometry benchmark in results/bench yet_"
-    rows = []
+    keyed = []
     for r in records:
         timing = r.get("timing", {})
         repeats = timing.get("repeats")
         only = _number(1000 * timing.get("attribute_distances_seconds", math.nan), 1)
         for workload in _morphometry_workloads(r):
             n_real, n_generated = workload.get("images") or (None, None)
-            rows.append(
-                [
-                    *_stamp_cells(r),
-                    workload.get("name", "—"),
-                    f"{_count(n_real)} vs {_count(n_generated)}",
-                    _number(workload.get("seconds"), 2),
-                    str(repeats) if isinstance(repeats, int) else "—",
-                    only,
-                ]
+            keyed.append(
+                (
+                    (_device_kind(r), workload.get("name")),
+                    [
+                        *_stamp_cells(r),
+                        workload.get("name", "—"),
+                        f"{_count(n_real)} vs {_count(n_generated)}",
+                        _number(workload.get("seconds"), 2),
+                        str(repeats) if isinstance(repeats, int) else "—",
+                        only,
+                    ],
+                )
             )
+    rows = _newest_per_key(keyed)
     header = [
         *STAMP_HEADER,
         "workload",
@@ -233,20 +272,25 @@ def latent_metrics_table(bench: Path) -> str:
     if not records:
         return "_no latent-metrics benchmark in results/bench yet_"
     protocols = list(dict.fromkeys(p for r in records for c in r.get("records", []) for p in _protocols(c)))
-    rows = []
+    keyed = []
     for r in records:
         for case in r.get("records", []):
             n, dims = case.get("shape") or (None, "—")
             difference = case.get("max_abs_difference_ksg_vs_reference")
-            rows.append(
-                [
-                    *_stamp_cells(r),
-                    f"{case.get('case', '—')}: {_latent_source(r)} ({_count(n)} × {dims})",
-                    *[_seconds(case.get(p)) for p in protocols],
-                    _seconds(case.get("reference")),
-                    f"{difference:.1e}" if isinstance(difference, int | float) else "—",
-                ]
+            workload = f"{case.get('case', '—')}: {_latent_source(r)} ({_count(n)} × {dims})"
+            keyed.append(
+                (
+                    (_device_kind(r), workload),
+                    [
+                        *_stamp_cells(r),
+                        workload,
+                        *[_seconds(case.get(p)) for p in protocols],
+                        _seconds(case.get("reference")),
+                        f"{difference:.1e}" if isinstance(difference, int | float) else "—",
+                    ],
+                )
             )
+    rows = _newest_per_key(keyed)
     header = [
         *STAMP_HEADER,
         "case: latents, attributes (N × dims)",

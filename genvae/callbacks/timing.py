@@ -1,0 +1,84 @@
+"""Where the time of ``genvae test`` goes: seconds per evaluation callback and for the model's own metrics.
+
+:class:`EvaluationTimer` (a default callback of the CLI) wraps, for the test run only, the test hooks of
+every other callback (``setup``, ``on_test_start``, ``on_test_epoch_start``, ``on_test_batch_start``,
+``on_test_batch_end``, ``on_test_epoch_end``) and the model's ``test_step``, ``on_test_epoch_start`` and
+``on_test_epoch_end``, and adds up their wall time. The totals go to ``pl_module.test_timings``
+(``{"time/<CallbackClass>": seconds, "time/model": seconds, "time/test": seconds}``), which
+:class:`~genvae.callbacks.MetricsJSON` writes beside the metrics. ``time/test`` runs from the timer's
+``setup`` to the metrics file. On CUDA each timed call ends with a device synchronisation so that the
+seconds belong to the call that queued the work (test only; training is never timed this way).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+CALLBACK_HOOKS = (
+    "setup",
+    "on_test_start",
+    "on_test_epoch_start",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_test_epoch_end",
+)
+MODEL_HOOKS = ("test_step", "on_test_epoch_start", "on_test_epoch_end")
+
+
+class EvaluationTimer(L.Callback):
+    """Seconds per test callback and for the model, into ``pl_module.test_timings`` (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._restore: list[tuple[object, str]] = []
+        self._start: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "test":
+            return
+        self.seconds.clear()
+        self._start = time.perf_counter()
+        synchronize = torch.cuda.synchronize if pl_module.device.type == "cuda" else None
+        for callback in trainer.callbacks:
+            if callback is self or type(callback).__name__ == "MetricsJSON":
+                continue
+            for hook in CALLBACK_HOOKS:
+                self._wrap(callback, hook, f"time/{type(callback).__name__}", synchronize)
+        for hook in MODEL_HOOKS:
+            self._wrap(pl_module, hook, "time/model", synchronize)
+        pl_module.test_timings = self.seconds
+
+    def _wrap(self, owner: object, hook: str, key: str, synchronize: Callable[[], None] | None) -> None:
+        if hook in vars(owner):  # already an instance attribute: leave it alone
+            return
+        original = getattr(owner, hook)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if synchronize is not None:
+                    synchronize()
+                self.seconds[key] += time.perf_counter() - start
+
+        object.__setattr__(owner, hook, timed)  # an instance attribute: Lightning calls it by name
+        self._restore.append((owner, hook))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._start is not None:
+            self.seconds["time/test"] = time.perf_counter() - self._start
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for owner, hook in self._restore:
+            if hook in vars(owner):
+                object.__delattr__(owner, hook)
+        self._restore.clear()
