@@ -183,7 +183,8 @@ def test_metadata(pl_module: L.LightningModule) -> dict[str, str]:
 def test_timings(pl_module: L.LightningModule) -> dict[str, float]:
     """Seconds of the test run per evaluation callback (``time/<Callback>``), for the model's own metrics
     (``time/model``) and in all (``time/test``), from :class:`~genvae.callbacks.timing.EvaluationTimer`."""
-    timings = getattr(pl_module, "test_timings", None) or {}
+    timer = getattr(pl_module, "test_timer", None)
+    timings = timer.timings() if timer is not None else {}
     return {name: round(float(seconds), 3) for name, seconds in sorted(timings.items())}
 
 

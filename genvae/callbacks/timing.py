@@ -2,12 +2,13 @@
 
 :class:`EvaluationTimer` (a default callback of the CLI) wraps, for the test run only, the test hooks of
 every other callback (``setup``, ``on_test_start``, ``on_test_epoch_start``, ``on_test_batch_start``,
-``on_test_batch_end``, ``on_test_epoch_end``) and the model's ``test_step``, ``on_test_epoch_start`` and
-``on_test_epoch_end``, and adds up their wall time. The totals go to ``pl_module.test_timings``
-(``{"time/<CallbackClass>": seconds, "time/model": seconds, "time/test": seconds}``), which
-:class:`~genvae.callbacks.MetricsJSON` writes beside the metrics. ``time/test`` runs from the timer's
-``setup`` to the metrics file. On CUDA each timed call ends with a device synchronisation so that the
-seconds belong to the call that queued the work (test only; training is never timed this way).
+``on_test_batch_end``, ``on_test_epoch_end``, ``on_test_end``; only the callbacks that implement one) and
+the model's ``test_step``, ``on_test_epoch_start`` and ``on_test_epoch_end``, and adds up their wall time.
+:meth:`EvaluationTimer.timings` (``{"time/<CallbackClass>": s, "time/model": s, "time/test": s}``) is what
+:class:`~genvae.callbacks.MetricsJSON` writes beside the metrics (the timer is ``pl_module.test_timer``);
+``time/test`` runs from the timer's ``setup`` to that moment. On CUDA each timed call ends with a device
+synchronisation so that the seconds belong to the call that queued the work (test only; training is never
+timed this way).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CALLBACK_HOOKS = (
     "on_test_batch_start",
     "on_test_batch_end",
     "on_test_epoch_end",
+    "on_test_end",
 )
 MODEL_HOOKS = ("test_step", "on_test_epoch_start", "on_test_epoch_end")
 
@@ -49,11 +51,17 @@ class EvaluationTimer(L.Callback):
         for callback in trainer.callbacks:
             if callback is self or type(callback).__name__ == "MetricsJSON":
                 continue
-            for hook in CALLBACK_HOOKS:
+            hooks = [h for h in CALLBACK_HOOKS if getattr(type(callback), h) is not getattr(L.Callback, h)]
+            for hook in hooks:
                 self._wrap(callback, hook, f"time/{type(callback).__name__}", synchronize)
         for hook in MODEL_HOOKS:
             self._wrap(pl_module, hook, "time/model", synchronize)
-        pl_module.test_timings = self.seconds
+        pl_module.test_timer = self
+
+    def timings(self) -> dict[str, float]:
+        """Seconds so far per timed callback class and for the model, and ``time/test`` since ``setup``."""
+        total = {} if self._start is None else {"time/test": time.perf_counter() - self._start}
+        return {**self.seconds, **total}
 
     def _wrap(self, owner: object, hook: str, key: str, synchronize: Callable[[], None] | None) -> None:
         if hook in vars(owner):  # already an instance attribute: leave it alone
@@ -72,10 +80,6 @@ class EvaluationTimer(L.Callback):
 
         object.__setattr__(owner, hook, timed)  # an instance attribute: Lightning calls it by name
         self._restore.append((owner, hook))
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._start is not None:
-            self.seconds["time/test"] = time.perf_counter() - self._start
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for owner, hook in self._restore:

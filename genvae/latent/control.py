@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +149,15 @@ class EditResult:
     original: Tensor
     measured: Tensor
     target: Tensor
+
+
+class Reference(NamedTuple):
+    """The unedited digits an edit starts from: latents ``[N, D]``, reconstructions ``[N, C, H, W]`` and
+    the attributes measured on them ``[N, 6]`` (see :meth:`AttributeControl.reference`)."""
+
+    latents: Tensor
+    reconstruction: Tensor
+    original: Tensor
 
 
 class AttributeControl:
@@ -367,18 +377,26 @@ class AttributeControl:
         reconstruction. See :meth:`apply` for the measured attributes as well."""
         return self.apply(images, changes, absolute=absolute).images
 
+    def reference(self, images: Tensor) -> Reference:
+        """The unedited starting point of every edit of ``images``: latents, reconstructions and their
+        measured attributes. Computed by :meth:`apply` when not given; pass it to many :meth:`apply` calls
+        on the same images to encode, decode and measure them once."""
+        z0 = encode_images(self.model, images, self.batch_size)
+        reconstruction = decode_latents(self.model, z0, self.batch_size)
+        return Reference(z0, reconstruction, self.measure(reconstruction).to(z0.device).float())
+
     def apply(
         self,
         images: Tensor,
         changes: Mapping[str, float] | None = None,
         *,
         absolute: Mapping[str, float] | None = None,
+        reference: Reference | None = None,
     ) -> EditResult:
-        """Edit ``images`` as :meth:`edit` does and return the images with their measured attributes."""
+        """Edit ``images`` as :meth:`edit` does and return the images with their measured attributes.
+        ``reference``: :meth:`reference` of these ``images`` (computed here when None)."""
         requests = self._requests(dict(changes or {}), dict(absolute or {}))
-        z0 = encode_images(self.model, images, self.batch_size)
-        reconstruction = decode_latents(self.model, z0, self.batch_size)
-        original = self.measure(reconstruction).to(z0.device).float()
+        z0, reconstruction, original = reference if reference is not None else self.reference(images)
         target = torch.full_like(original, float("nan"))
         if not requests:
             return EditResult(reconstruction, z0, reconstruction, original, original.clone(), target)
@@ -444,9 +462,16 @@ class AttributeControl:
         previous_z, previous_a = z0[:, dims].clone(), original[:, columns].clone()
         best_score = torch.full((len(z),), float("inf"), device=z.device)
         best_images = best_measured = best_z = None
+        images = measured = active = None
         for round_ in range(self.rounds + 1):
-            images = decode_latents(self.model, z, self.batch_size)
-            measured = self.measure(images).to(z.device).float()
+            if active is None:
+                images = decode_latents(self.model, z, self.batch_size)
+                measured = self.measure(images).to(z.device).float()
+            else:  # only the digits whose latent moved: the others would decode and measure as before
+                rows = active.nonzero().squeeze(1)
+                images, measured = images.clone(), measured.clone()
+                images[rows] = decode_latents(self.model, z[rows], self.batch_size)
+                measured[rows] = self.measure(images[rows]).to(z.device).float()
             achieved = measured[:, columns]
             error = (wanted - achieved) / stds
             score = error.abs().nan_to_num(float("inf")).amax(dim=1)

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError
-from genvae.latent.control import AttributeControl, EditResult, ExtrapolationWarning
+from genvae.latent.control import AttributeControl, EditResult, ExtrapolationWarning, Reference
 
 __all__ = [
     "DEFAULT_PHYSICAL_EDITS",
@@ -110,11 +110,17 @@ def _calibrated(control: AttributeControl, edits: dict[str, float]) -> dict[str,
     return edits
 
 
-def _apply(control: AttributeControl, images: Tensor, changes: Mapping[str, float]) -> EditResult:
-    """:meth:`AttributeControl.apply` without the extrapolation warnings that large or extreme edits raise."""
+def _apply(
+    control: AttributeControl,
+    images: Tensor,
+    changes: Mapping[str, float],
+    reference: Reference | None = None,
+) -> EditResult:
+    """:meth:`AttributeControl.apply` without the extrapolation warnings that large or extreme edits raise;
+    ``reference``: the images' :meth:`AttributeControl.reference`, shared by all edits of them."""
     with warnings.catch_warnings():  # large steps of extreme digits are expected to extrapolate
         warnings.simplefilter("ignore", ExtrapolationWarning)
-        return control.apply(images, changes)
+        return control.apply(images, changes, reference=reference)
 
 
 @torch.no_grad()
@@ -182,18 +188,19 @@ def physical_evaluation(
     open_loop = copy.copy(control)
     open_loop.rounds = 0
     results: dict[str, float] = {}
+    reference = control.reference(images)
     for name, change in edits.items():
         column = ATTRIBUTE_NAMES.index(name)
         others = [b for b in range(len(ATTRIBUTE_NAMES)) if b != column]
         key = f"physical/{name}"
-        result = _apply(control, images, {name: change})
+        result = _apply(control, images, {name: change}, reference)
         error, moved = edit_errors(result, stds)
         results[f"{key}/error"] = float(error[:, column].abs().nanmedian())
         results[f"{key}/leakage"] = float(moved[:, others].nanmean(dim=0).mean())
         preserved = _identity(classify, result.images, labels)
         if len(preserved):
             results[f"{key}/identity"] = float(preserved.float().mean())
-        error, _ = edit_errors(_apply(open_loop, images, {name: change}), stds)
+        error, _ = edit_errors(_apply(open_loop, images, {name: change}, reference), stds)
         results[f"{key}/error_open_loop"] = float(error[:, column].abs().nanmedian())
     return results
 
@@ -249,11 +256,12 @@ def control_evaluation(
     kept: dict[float, list[Tensor]] = {step: [] for step in steps}
     small_kept, small_plausible = [], []  # edits of at most 1 std, all attributes
     leakage_rows = []
+    reference = control.reference(images) if names else None
     for name in names:
         column = ATTRIBUTE_NAMES.index(name)
         errors, changes, same, small, plausible = [], [], [], [], []
         for step in steps:
-            result = _apply(control, images, {name: step * control.calibrations[name].std})
+            result = _apply(control, images, {name: step * control.calibrations[name].std}, reference)
             error, change = edit_errors(result, stds)
             errors.append(error[:, column].abs().cpu())
             changes.append(change.cpu())
