@@ -121,6 +121,7 @@ def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pyt
         "Samples",
         "Interpolation",
         "LatentScatter",
+        "SpeedUp",
     ]
     assert callbacks[0]["init_args"] == {"protocol": "ksg", "latent": "mean"}
     assert callbacks[1]["init_args"]["classifier_checkpoint"] == str(CLASSIFIER)

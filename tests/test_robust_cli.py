@@ -367,21 +367,6 @@ def test_the_console_of_fit_and_test_holds_no_unactionable_notices(
     assert "Morpho-MNIST attributes" not in console  # read from the cache
 
 
-def test_training_epoch_logs_are_synced_and_step_logs_are_not(tiny_mnist: Path, monkeypatch) -> None:
-    """No epoch-level value is left unsynced (Lightning's DDP warning), and no per-step all-reduce."""
-    model = VAE(latent_dim=2, backbone="mlp", backbone_kwargs={"hidden": [8]})
-    calls: list[tuple[str, dict]] = []
-    monkeypatch.setattr(model, "log", lambda name, value, **kw: calls.append((name, kw)))
-    batch = {"image": torch.rand(4, 1, 28, 28)}
-    for stage in ("train", "val"):
-        model._shared_step(batch, stage)
-    names = {name for name, _ in calls}
-    assert {"train/loss_step", "train/loss_epoch", "train/kl_epoch", "val/loss"} <= names
-    for name, options in calls:
-        assert not (options["on_step"] and options["on_epoch"]), name
-        assert options.get("sync_dist", False) == options["on_epoch"], name
-
-
 def test_wandb_logger_is_prepared_before_its_run(tmp_path: Path) -> None:
     logger = WandbLogger(save_dir=str(tmp_path / "runs"), offline=True)
     assert logger._wandb_init.get("anonymous", "unset") is None  # what W&B warns about

@@ -1,4 +1,4 @@
-"""Opt-in speed switches for training: ``torch.compile`` and the channels_last memory format.
+"""Opt-in speed switches for training and evaluation: ``torch.compile`` and the channels_last memory format.
 
 Both are options of one callback, set from YAML::
 
