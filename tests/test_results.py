@@ -167,6 +167,16 @@ def test_results_command_smoke_is_resumable(tiny_mnist: Path, tmp_path: Path) ->
     assert untimed(retested) == untimed(metrics) and retested.keys() == metrics.keys()
 
 
+def test_a_run_of_the_preset_with_other_epochs_is_not_done(tmp_path: Path) -> None:
+    from genvae.results.runner import ResultsRunner
+
+    runner = ResultsRunner(PRESETS["cpu"], tmp_path, tmp_path / "runs", tmp_path / "work", REPO)
+    epochs = PRESETS["cpu"].epochs["arvae"]
+    write_run(tmp_path / "runs", "arvae", 0, {"test/mig": 0.1}, epochs=epochs)
+    write_run(tmp_path / "runs", "arvae", 1, {"test/mig": 0.1}, epochs=epochs - 1)  # the preset has changed
+    assert runner.is_done("arvae", 0) and not runner.is_done("arvae", 1)
+
+
 def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
     from genvae.results.runner import ResultsRunner
 

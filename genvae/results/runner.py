@@ -6,10 +6,11 @@ logs; the result folder ``<runs>/<experiment>/seed<k>/`` (committed) holds what 
 - ``metrics.json``: the metrics JSON ``genvae test`` wrote, as it wrote it;
 - ``run.json``: preset, epochs, seed, data split sizes, wall times, hardware and versions.
 
-A run whose ``run.json`` names the requested preset is skipped. A fit that was interrupted resumes from its
-``last.ckpt`` (exactly: genvae checkpoints hold the loader position and the random generators); a finished
-fit whose test did not run is only tested. A checkpoint another run needs (the classifier of the feature
-metrics, the VQ-VAE under the prior) is retrained when its work folder is gone (e.g. on a fresh clone).
+A run whose ``run.json`` names the requested preset and its epochs is skipped. A fit that was interrupted
+resumes from its ``last.ckpt`` (exactly: genvae checkpoints hold the loader position and the random
+generators); a finished fit whose test did not run is only tested. A checkpoint another run needs (the
+classifier of the feature metrics, the VQ-VAE under the prior) is retrained when its work folder is gone
+(e.g. on a fresh clone).
 """
 
 from __future__ import annotations
@@ -134,10 +135,15 @@ class ResultsRunner:
     def is_done(self, experiment: str, seed: int) -> bool:
         paths = self.paths(experiment, seed)
         record = read_json(paths.result / "run.json")
+        return self._of_this_preset(record, experiment) and (paths.result / "metrics.json").is_file()
+
+    def _of_this_preset(self, record: dict | None, experiment: str) -> bool:
+        """Whether a run or fit record was made under this preset, with its current epochs (a preset whose
+        epochs changed trains again)."""
         return (
             record is not None
             and record.get("preset") == self.preset.name
-            and (paths.result / "metrics.json").is_file()
+            and record.get("epochs") == self.preset.epochs[experiment]
         )
 
     # ----------------------------------------------------------------- commands
@@ -200,10 +206,10 @@ class ResultsRunner:
     def _ensure_fit(self, experiment: str, seed: int) -> RunPaths:
         paths = self.paths(experiment, seed)
         record = read_json(paths.fit_record)
-        if record is not None and record.get("preset") == self.preset.name and paths.checkpoint.is_file():
+        if self._of_this_preset(record, experiment) and paths.checkpoint.is_file():
             return paths
-        if record is not None and record.get("preset") != self.preset.name:
-            shutil.rmtree(paths.work)  # another preset's checkpoint: start over
+        if record is not None and not self._of_this_preset(record, experiment):
+            shutil.rmtree(paths.work)  # another preset's (or epoch count's) checkpoint: start over
         for need in EXPERIMENTS[experiment].needs:
             if need != "classifier":
                 self.ensure_fit(need, seed)
