@@ -37,6 +37,7 @@ from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_
 from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
+from genvae.utils.profiler import NoOpProfiler
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
 
@@ -139,6 +140,7 @@ class GenVAECLI(LightningCLI):
         - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
         - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
           when the config leaves ``trainer.logger`` unset or ``true``;
+        - :class:`~genvae.utils.profiler.NoOpProfiler` when it sets no ``trainer.profiler``;
         - in ``test``, an :class:`~genvae.callbacks.timing.EvaluationTimer` first among the callbacks (the
           seconds of each evaluation callback, into the metrics JSON);
         - outside ``fit``, no ``ModelCheckpoint`` (it saves nothing there) and, through
@@ -152,6 +154,8 @@ class GenVAECLI(LightningCLI):
             configured = [cb for cb in configured if not isinstance(cb, ModelCheckpoint)]
             kwargs["callbacks"], kwargs["enable_checkpointing"] = configured, False
         defaults = default_callbacks(configured)
+        if fitting:  # they act in test and predict only; in fit they would only add hook calls to every step
+            defaults = [cb for cb in defaults if not isinstance(cb, MetricsJSON | PredictionWriter)]
         wants_bar = trainer_config.get("enable_progress_bar") in (None, True)
         if wants_bar and not any(isinstance(cb, ProgressBar) for cb in configured):
             defaults.append(LoggingStepProgressBar())
@@ -161,6 +165,8 @@ class GenVAECLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO() if fitting else EvaluationCheckpointIO()]
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
+        if trainer_config.get("profiler") is None:
+            kwargs["profiler"] = NoOpProfiler()
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "test":  # first, so that it wraps the other callbacks' hooks before they run
             trainer.callbacks.insert(0, EvaluationTimer())

@@ -214,10 +214,11 @@ def training_record(date: str, workloads: dict[str, float], device: str = "cpu")
         "workloads": {
             name: {
                 "label": f"{name} label",
-                "ms_per_step": {"genvae": ms, "plain": 10.0},
+                "ms_per_step": {"genvae": ms, "lightning": 10.1, "plain": 10.0},
                 "ratio_plain_over_genvae": 10.0 / ms,
                 "target": 0.95,
                 "met": 10.0 / ms >= 0.95,
+                "ratio_plain_over_lightning": 10.0 / 10.1,
             }
             for name, ms in workloads.items()
         },
@@ -237,5 +238,5 @@ def test_training_table_shows_the_newest_record_of_each_workload(tmp_path: Path)
         ("vae label", "2026-12-02 10:00"),
         ("arvae label", "2026-12-01 10:00"),
     ]
-    assert rows[0][5:] == ["10.20", "10.00", "0.98", "≥ 0.95", "yes"]
-    assert rows[1][5:] == ["12.50", "10.00", "0.80", "≥ 0.95", "no"]
+    assert rows[0][5:] == ["10.20", "10.10", "10.00", "0.98", "≥ 0.95", "yes", "0.99"]
+    assert rows[1][5:] == ["12.50", "10.10", "10.00", "0.80", "≥ 0.95", "no", "0.99"]

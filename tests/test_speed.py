@@ -134,11 +134,12 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
     assert saved["kind"] == "marginal_step_time" and saved["steps"] == [1, 2]
     workload = saved["workloads"]["mlp_vae"]
     assert workload == result["workloads"]["mlp_vae"]
-    for way in ("genvae", "plain"):
+    for way in ("genvae", "lightning", "plain"):
         assert [len(workload["seconds"][way][n]) for n in ("short", "long")] == [1, 1]
         assert all(t > 0 for n in ("short", "long") for t in workload["seconds"][way][n])
     ms = workload["ms_per_step"]
     assert workload["ratio_plain_over_genvae"] == pytest.approx(ms["plain"] / ms["genvae"])
+    assert workload["ratio_plain_over_lightning"] == pytest.approx(ms["plain"] / ms["lightning"])
     assert workload["target"] == 0.90 and workload["overrides"][-1] == "--data.init_args.batch_size=128"
 
 

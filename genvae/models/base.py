@@ -46,6 +46,23 @@ class StagedModule(L.LightningModule):
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` around every hook call (~40 per training step); a plain string
+        # attribute needs none of ``nn.Module.__setattr__``'s parameter / module / buffer bookkeeping.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A dict batch already on ``device`` (genvae's loaders gather batches there) is returned as it is,
+        without Lightning's recursive walk over the collection; anything else is moved as Lightning does."""
+        if isinstance(batch, dict) and all(
+            isinstance(v, Tensor) and v.device == device for v in batch.values()
+        ):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     # ----------------------------------------------------------- the logging policy
     def log_stage(
         self,

@@ -128,7 +128,8 @@ def attributes_table(bench: Path) -> str:
 
 def training_table(bench: Path) -> str:
     """The newest marginal-step-time record per workload and device (``benchmarks/bench_training.py``):
-    ``genvae fit`` as users run it vs the plain PyTorch loop. Older records (other kinds, or superseded
+    ``genvae fit`` as users run it vs the plain PyTorch loop, and a bare Lightning Trainer (the floor of
+    Lightning's own loop) where the record has it. Older records (other kinds, or superseded
     ones) stay in results/bench as the history."""
     newest: dict[tuple[str, str], tuple[dict, dict]] = {}
     for record in _load(bench, "training*.json"):
@@ -148,10 +149,12 @@ def training_table(bench: Path) -> str:
                 *_stamp_cells(record),
                 f"{record['steps'][0]} / {record['steps'][1]}, {record['repeats']}×",
                 f"{ms['genvae']:.2f}",
+                _number(ms.get("lightning"), 2),
                 f"{ms['plain']:.2f}",
                 f"{w['ratio_plain_over_genvae']:.2f}",
                 f"≥ {w['target']:.2f}",
                 "yes" if w["met"] else "no",
+                _number(w.get("ratio_plain_over_lightning"), 2),
             ]
         )
     header = [
@@ -159,10 +162,12 @@ def training_table(bench: Path) -> str:
         *STAMP_HEADER,
         "steps, repeats",
         "genvae fit ms/step",
+        "bare Lightning ms/step",
         "plain loop ms/step",
         "plain / genvae",
         "target",
         "met",
+        "plain / bare Lightning",
     ]
     return markdown_table(header, rows)
 
