@@ -107,9 +107,9 @@ def command(way: str, workload: Workload, args: argparse.Namespace, steps: int, 
     return [sys.executable, str(Path(__file__).resolve()), flag, str(steps), "--", *common]
 
 
-# ----------------------------------------------------------------------------- the plain loop (child)
-def plain_loop(steps: int, cli_args: list[str]) -> None:
-    """Build the config's model and data with the genvae CLI, then train ``steps`` steps by hand."""
+# ----------------------------------------------------------------------------- the children
+def seeded_cli(cli_args: list[str]) -> Any:
+    """The config's model, datamodule and trainer as ``genvae fit`` builds them, with its seed set."""
     import lightning as L
 
     from genvae.cli import build_cli
@@ -117,9 +117,15 @@ def plain_loop(steps: int, cli_args: list[str]) -> None:
 
     silence_unactionable_notices()
     cli = build_cli(cli_args, run=False)
+    L.seed_everything(cli.config.get("seed_everything") or 0, verbose=False)
+    return cli
+
+
+def plain_loop(steps: int, cli_args: list[str]) -> None:
+    """Build the config's model and data with the genvae CLI, then train ``steps`` steps by hand."""
+    cli = seeded_cli(cli_args)
     model, datamodule = cli.model, cli.datamodule
     device = cli.trainer.strategy.root_device
-    L.seed_everything(cli.config.get("seed_everything") or 0, verbose=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
     tensors = {key: value.to(device) for key, value in datamodule.splits["train"].items()}
@@ -151,12 +157,7 @@ def bare_trainer(steps: int, cli_args: list[str]) -> None:
     ``lightning.Trainer`` (Lightning's loop and nothing else)."""
     import lightning as L
 
-    from genvae.cli import build_cli
-    from genvae.utils.console import silence_unactionable_notices
-
-    silence_unactionable_notices()
-    cli = build_cli(cli_args, run=False)
-    L.seed_everything(cli.config.get("seed_everything") or 0, verbose=False)
+    cli = seeded_cli(cli_args)
     trainer = L.Trainer(
         max_steps=steps,
         accelerator=cli.trainer.accelerator,

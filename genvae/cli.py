@@ -37,7 +37,7 @@ from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_
 from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
-from genvae.utils.profiler import NoOpProfiler
+from genvae.utils.lightning import NoOpProfiler
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
 
@@ -140,7 +140,7 @@ class GenVAECLI(LightningCLI):
         - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
         - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
           when the config leaves ``trainer.logger`` unset or ``true``;
-        - :class:`~genvae.utils.profiler.NoOpProfiler` when it sets no ``trainer.profiler``;
+        - :class:`~genvae.utils.lightning.NoOpProfiler` when it sets no ``trainer.profiler``;
         - in ``test``, an :class:`~genvae.callbacks.timing.EvaluationTimer` first among the callbacks (the
           seconds of each evaluation callback, into the metrics JSON);
         - outside ``fit``, no ``ModelCheckpoint`` (it saves nothing there) and, through

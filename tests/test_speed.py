@@ -6,7 +6,9 @@ import copy
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -119,12 +121,19 @@ def test_speedup_callback_trains_and_checkpoint_reloads_uncompiled(tiny_mnist: P
         torch.testing.assert_close(reloaded.state_dict()[key], value)
 
 
+def load_bench_training() -> Any:
+    """benchmarks/bench_training.py as a module, registered in sys.modules (its dataclasses need that)."""
+    spec = importlib.util.spec_from_file_location("bench_training", REPO / "benchmarks" / "bench_training.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
     tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_training", REPO / "benchmarks" / "bench_training.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_training()
     out = tmp_path / "bench.json"
     argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1"]
     result = bench.main([*argv, "--device", "cpu", "--json", str(out)])
@@ -145,9 +154,7 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
 
 def test_plain_loop_trains_the_configs_model_on_the_datamodules_tensors(tiny_mnist: Path) -> None:
     """The benchmark's floor builds the very model of the YAML (class, backbone, batch size) through the CLI."""
-    spec = importlib.util.spec_from_file_location("bench_training", REPO / "benchmarks" / "bench_training.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_training()
     from genvae.cli import build_cli
 
     args = bench.config_args(bench.WORKLOADS["mlp_vae"], str(tiny_mnist), "cpu")

@@ -27,6 +27,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from genvae.utils.lightning import is_logging_step
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient; the message says where and which checkpoint to use."""
@@ -77,9 +79,8 @@ class FiniteLossGuard(L.Callback):
         loss, self._loss = self._loss, None
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         before = self._found_inf.clone()
-        if (
-            scaler is None
-        ):  # one fused pass per dtype sets found_inf to 1 at any NaN/inf gradient (GradScaler's op)
+        if scaler is None:
+            # one fused pass per dtype sets found_inf to 1 at any NaN/inf gradient (GradScaler's op)
             grads: dict[torch.dtype, list[Tensor]] = {}
             for group in optimizer.param_groups:
                 for p in group["params"]:
@@ -107,7 +108,7 @@ class FiniteLossGuard(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
+        if is_logging_step(trainer):
             self._raise_if_failed(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

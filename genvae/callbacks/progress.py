@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
+from genvae.utils.lightning import is_logging_step
+
 
 class EpochSummary(L.Callback):
     """Print ``epoch N | key value | ...`` of the epoch-level metrics at the end of each training epoch.
@@ -68,7 +70,7 @@ class LoggingStepProgressBar(TQDMProgressBar):
         if bar is None or not self.is_enabled:
             return
         n = batch_idx + 1
-        if trainer.fast_dev_run or trainer._logger_connector.should_update_logs or n == bar.total:
+        if is_logging_step(trainer) or n == bar.total:
             if not bar.disable:
                 bar.n = n
                 bar.refresh()

@@ -175,8 +175,10 @@ def physical_evaluation(
     edits: Mapping[str, float] = DEFAULT_PHYSICAL_EDITS,
     labels: Tensor | None = None,
     classify: Classifier | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, float]:
-    """Error, leakage and identity of each edit of ``edits`` (physical units, applied alone) of ``images``.
+    """Error, leakage and identity of each edit of ``edits`` (physical units, applied alone) of ``images``
+    (``reference``: their :meth:`AttributeControl.reference`, computed here when None).
 
     Keys: ``physical/<a>/error`` (median |achieved - requested| / std_a, closed loop),
     ``physical/<a>/error_open_loop`` (the same with the calibration alone, ``rounds = 0``),
@@ -188,7 +190,7 @@ def physical_evaluation(
     open_loop = copy.copy(control)
     open_loop.rounds = 0
     results: dict[str, float] = {}
-    reference = control.reference(images)
+    reference = control.reference(images) if reference is None else reference
     for name, change in edits.items():
         column = ATTRIBUTE_NAMES.index(name)
         others = [b for b in range(len(ATTRIBUTE_NAMES)) if b != column]
@@ -295,8 +297,15 @@ def control_evaluation(
         results |= _identity_split("identity_1std", "plausible_1std", small_kept, small_plausible)
     if physical_edits:
         take = slice(0, physical_images)
+        # the same images (physical_images >= their count): the same reference, not encoded and measured again
+        same = reference is not None and physical_images >= len(images)
         results |= physical_evaluation(
-            control, images[take], physical_edits, None if labels is None else labels[take], classify
+            control,
+            images[take],
+            physical_edits,
+            None if labels is None else labels[take],
+            classify,
+            reference if same else None,
         )
     return results
 

@@ -15,6 +15,7 @@ from genvae.metrics.disentanglement import reconstruction_accuracy
 from genvae.metrics.evaluation import EvaluationCollector
 from genvae.models.optim import adam
 from genvae.models.running_means import RunningMeans
+from genvae.utils.lightning import is_logging_step
 
 Batch = dict[str, Tensor]
 
@@ -111,10 +112,7 @@ class StagedModule(L.LightningModule):
 
     def _logs_this_step(self) -> bool:
         """Whether Lightning writes step metrics to its loggers after this training step."""
-        trainer = self._trainer
-        if trainer is None:
-            return False
-        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+        return self._trainer is not None and is_logging_step(self._trainer)
 
     # Per-stage state, created on first use so that subclasses need no extra __init__ argument handling.
     @property
