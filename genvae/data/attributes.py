@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -91,32 +93,59 @@ def _bspline(t: float) -> list[float]:
     return [beta(t + 1), beta(t), beta(t - 1), beta(t - 2)]
 
 
-@functools.lru_cache(maxsize=8)
-def upscale_operators(size: int, scale: int, interpolation: Interpolation) -> tuple[Tensor, Tensor]:
-    """``(U, G)`` float64: cubic upscaling ``[size*scale, size]`` and Gaussian blur ``[size*scale]^2``."""
-    out = size * scale
-    upscale = torch.zeros(out, size, dtype=torch.float64)
+def _resample_operator(n_in: int, n_out: int, interpolation: Interpolation) -> Tensor:
+    """float64 ``[n_out, n_in]``: cubic resampling with pixel centres aligned, as ``skimage.transform.resize``.
+
+    Output pixel o reads input position ``(o + 0.5) * n_in / n_out - 0.5`` (mirror boundary); the B-spline
+    interpolates the spline coefficients of the input (its prefilter), Catmull-Rom the samples.
+    """
+    operator = torch.zeros(n_out, n_in, dtype=torch.float64)
     weights_fn = _catmull_rom if interpolation == "catmull_rom" else _bspline
-    for o in range(out):
-        x = (o + 0.5) / scale - 0.5  # pixel centres aligned, as skimage.transform.resize
+    for o in range(n_out):
+        x = (o + 0.5) * n_in / n_out - 0.5
         i0 = math.floor(x)
         for k, w in zip(range(i0 - 1, i0 + 3), weights_fn(x - i0), strict=True):
-            upscale[o, _mirror(k, size)] += w
+            operator[o, _mirror(k, n_in)] += w
     if interpolation == "bspline":  # interpolate the spline coefficients, not the samples
-        sampled = torch.zeros(size, size, dtype=torch.float64)
-        for i in range(size):
+        sampled = torch.zeros(n_in, n_in, dtype=torch.float64)
+        for i in range(n_in):
             for k, w in ((i - 1, 1 / 6), (i, 4 / 6), (i + 1, 1 / 6)):
-                sampled[i, _mirror(k, size)] += w
-        upscale = upscale @ torch.linalg.inv(sampled)
-    sigma = 2 * scale / 6
+                sampled[i, _mirror(k, n_in)] += w
+        operator = operator @ torch.linalg.inv(sampled)
+    return operator
+
+
+def _gaussian_operator(n: int, sigma: float) -> Tensor:
+    """float64 ``[n, n]``: Gaussian blur (half-sample symmetric boundary, truncated at 4 sigma)."""
     radius = int(4.0 * sigma + 0.5)
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
     taps /= taps.sum()
-    blur = torch.zeros(out, out, dtype=torch.float64)
-    for o in range(out):
+    blur = torch.zeros(n, n, dtype=torch.float64)
+    for o in range(n):
         for k, w in zip(range(o - radius, o + radius + 1), taps.tolist(), strict=True):
-            blur[o, _symmetric(k, out)] += w
-    return upscale, blur
+            blur[o, _symmetric(k, n)] += w
+    return blur
+
+
+@functools.lru_cache(maxsize=8)
+def upscale_operators(size: int, scale: int, interpolation: Interpolation) -> tuple[Tensor, Tensor]:
+    """``(U, G)`` float64: cubic upscaling ``[size*scale, size]`` and Gaussian blur ``[size*scale]^2``.
+
+    Together, ``skimage.transform.pyramid_expand(x, upscale=scale, order=3)`` (sigma ``2 * scale / 6``).
+    """
+    out = size * scale
+    return _resample_operator(size, out, interpolation), _gaussian_operator(out, 2 * scale / 6)
+
+
+@functools.lru_cache(maxsize=8)
+def downscale_operator(size: int, scale: int, interpolation: Interpolation) -> Tensor:
+    """float64 ``[size, size*scale]``: ``skimage.transform.pyramid_reduce(x, downscale=scale, order=3)``.
+
+    The Gaussian blur of sigma ``2 * scale / 6`` at high resolution, then cubic resampling to ``size``
+    (Morpho-MNIST's ``ImageMorphology.downscale``, before its ``uint8`` cast); both linear, so one matrix.
+    """
+    big = size * scale
+    return _resample_operator(big, size, interpolation) @ _gaussian_operator(big, 2 * scale / 6)
 
 
 @functools.lru_cache(maxsize=8)
@@ -418,77 +447,149 @@ def _medial_axis(fg: Tensor, d2: Tensor, neighbours: Tensor, row_stride: int) ->
     return fate[:n] == _KEPT
 
 
+def map_chunks(fn: Callable[..., Tensor], *tensors: Tensor, chunk_size: int | None = None) -> Tensor:
+    """``torch.cat([fn(*chunk) for chunk in zip(*(t.split(chunk_size) for t in tensors))])``, on CPU threads.
+
+    The tensors are split along dim 0 (same length). ``chunk_size`` defaults to :data:`CPU_CHUNK` on CPU and
+    :data:`GPU_CHUNK` on GPU. On CPU the chunks are sized to stay in cache and run concurrently on
+    ``torch.get_num_threads()`` threads, each with one intra-op thread: most of the work in this module and
+    in :mod:`genvae.data.perturb` is gathers and short element-wise passes that torch does not spread over
+    cores by itself.
+    """
+    on_cpu = tensors[0].device.type == "cpu"
+    chunk_size = chunk_size or (CPU_CHUNK if on_cpu else GPU_CHUNK)
+    chunks = list(zip(*(t.split(chunk_size) for t in tensors), strict=True))
+    if not on_cpu:
+        return torch.cat([fn(*chunk) for chunk in chunks])
+    workers = min(torch.get_num_threads(), len(chunks))
+    intra_op_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # also for one chunk: its many short passes lose to thread hand-offs
+    try:
+        if workers == 1:
+            return torch.cat([fn(*chunk) for chunk in chunks])
+        with ThreadPoolExecutor(workers, thread_name_prefix="morpho") as pool:
+            return torch.cat(list(pool.map(lambda chunk: fn(*chunk), chunks)))
+    finally:
+        torch.set_num_threads(intra_op_threads)
+
+
+def single_channel(images: Tensor, caller: str) -> Tensor:
+    """``[B, H, W]`` view of ``[B, H, W]`` or ``[B, 1, H, W]`` images; ValueError otherwise."""
+    if images.dim() == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"{caller} expects single-channel images, got shape {list(images.shape)}")
+        images = images[:, 0]
+    if images.dim() != 3:
+        raise ValueError(f"{caller} expects [B, H, W] or [B, 1, H, W], got {list(images.shape)}")
+    return images
+
+
 def morpho_attributes(
     images: Tensor, interpolation: Interpolation = "catmull_rom", chunk_size: int | None = None
 ) -> Tensor:
     """Morpho-MNIST attributes ``[B, 6]`` (order :data:`ATTRIBUTE_NAMES`) of ``[B, (1,) H, W]`` images.
 
     uint8 images are read as 0..255, float images as [0, 1]. Runs on the images' device in chunks of
-    ``chunk_size`` images (default :data:`CPU_CHUNK` on CPU, :data:`GPU_CHUNK` on GPU). On CPU the chunks are
-    sized to stay in cache and run concurrently on ``torch.get_num_threads()`` threads, each with one
-    intra-op thread: most of the work is gathers and short element-wise passes that torch does not spread
-    over cores by itself.
+    ``chunk_size`` images (default :data:`CPU_CHUNK` on CPU, :data:`GPU_CHUNK` on GPU), concurrently on CPU
+    (:func:`map_chunks`).
     """
-    if images.dim() == 4:
-        if images.shape[1] != 1:
-            raise ValueError(
-                f"morpho_attributes expects single-channel images, got shape {list(images.shape)}"
-            )
-        images = images[:, 0]
-    if images.dim() != 3:
-        raise ValueError(f"morpho_attributes expects [B, H, W] or [B, 1, H, W], got {list(images.shape)}")
+    images = single_channel(images, "morpho_attributes")
     if len(images) == 0:
         return torch.zeros(0, len(ATTRIBUTE_NAMES), device=images.device)
-    on_cpu = images.device.type == "cpu"
-    chunk_size = chunk_size or (CPU_CHUNK if on_cpu else GPU_CHUNK)
-    chunks = images.split(chunk_size)
-    workers = min(torch.get_num_threads(), len(chunks)) if on_cpu else 1
-    if workers == 1:
-        return torch.cat([_attributes_of_chunk(chunk, interpolation) for chunk in chunks])
-    intra_op_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="morpho") as pool:
-            return torch.cat(list(pool.map(lambda chunk: _attributes_of_chunk(chunk, interpolation), chunks)))
-    finally:
-        torch.set_num_threads(intra_op_threads)
+    return map_chunks(lambda chunk: _attributes_of_chunk(chunk, interpolation), images, chunk_size=chunk_size)
 
 
-def _attributes_of_chunk(images: Tensor, interpolation: Interpolation) -> Tensor:
-    """:func:`morpho_attributes` of one chunk ``[B, H, W]``, all in one pass."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
-    hires = _upscale_rows_major(x, SCALE, interpolation)  # [H, B, W]
+def unit_range(images: Tensor) -> Tensor:
+    """float32 images in [0, 1]: uint8 read as 0..255, float clamped."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
+
+
+@dataclass
+class HiresMorphology:
+    """Morpho-MNIST's ``ImageMorphology`` of a chunk of B images, at high resolution ``scale``.
+
+    Images are held rows-major (``[H, B, W]``, :func:`upscale_images`'s layout); the foreground pixels are
+    flat indices into the padded layout ``[H + 2, B, W + 2]`` in which every image is framed by background.
+    """
+
+    hires: Tensor  # [H, B, W] float: floor(255 * upscaled image), integers 0..255
+    binary: Tensor  # [H, B, W] bool: hires >= low + 0.5 * (high - low)
+    low: Tensor  # [B] minimum of hires
+    high: Tensor  # [B] maximum of hires
+    fg: Tensor  # [N] int64 flat indices of the foreground in the padded layout
+    neighbours: Tensor  # [N, 8] int32 index into fg of each 8-neighbour, N if background
+    d2: Tensor  # [N] int32 squared Euclidean distance of each foreground pixel to the background
+    on_skeleton: Tensor  # [N] bool: on the medial axis
+    scale: int
+
+    @property
+    def image_width(self) -> int:
+        return self.binary.shape[2] + 2
+
+    @property
+    def row_stride(self) -> int:
+        return self.binary.shape[1] * self.image_width
+
+    def image_of(self, flat: Tensor) -> Tensor:
+        """Image index of padded-layout flat indices."""
+        return flat % self.row_stride // self.image_width
+
+    def row_col(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Row and column (in the unpadded ``H x W`` image) of padded-layout flat indices."""
+        return flat // self.row_stride - 1, flat % self.row_stride % self.image_width - 1
+
+    def mean_thickness(self) -> Tensor:
+        """``[B]`` 2 * mean distance at skeleton pixels / scale, in pixels of the input (NaN when blank)."""
+        skeleton = torch.nonzero(self.on_skeleton).squeeze(1)
+        image_of = self.image_of(self.fg.index_select(0, skeleton))
+        b = self.binary.shape[1]
+        skeleton_distance = self.d2.index_select(0, skeleton).float().sqrt()
+        thick_sum = torch.zeros(b, device=self.fg.device).index_add_(0, image_of, skeleton_distance)
+        skel_count = torch.bincount(image_of, minlength=b).float()
+        return 2.0 * thick_sum / skel_count / float(self.scale)
+
+
+def hires_morphology(
+    images: Tensor, scale: int = SCALE, interpolation: Interpolation = "catmull_rom"
+) -> HiresMorphology:
+    """:class:`HiresMorphology` of ``[B, H, W]`` float images in [0, 1] (one chunk, on their device)."""
+    hires = _upscale_rows_major(images, scale, interpolation)  # [H, B, W]
     h, b, w = hires.shape
-    slant, width, height = _shape_measures(hires)
-
     low = hires.amin(dim=(0, 2))
     high = hires.amax(dim=(0, 2))
     binary = hires >= (low + 0.5 * (high - low)).view(1, b, 1)
-    area = binary.view(torch.uint8).sum(2, dtype=torch.int32).sum(0).float()
-
     # one large image: the rows of the images side by side, each framed by background
     padded = torch.nn.functional.pad(binary, (1, 1, 0, 0, 1, 1)).flatten()
-    image_width, row_stride = w + 2, b * (w + 2)
+    row_stride = b * (w + 2)
     fg = torch.nonzero(padded).squeeze(1)
     neighbours = _ring_neighbours(fg, len(padded), row_stride)
     d2 = _squared_distance(_row_distance(fg), fg, len(padded), row_stride)
     on_skeleton = _medial_axis(fg, d2, neighbours, row_stride)
-    skeleton = torch.nonzero(on_skeleton).squeeze(1)
+    return HiresMorphology(hires, binary, low, high, fg, neighbours, d2, on_skeleton, scale)
 
-    image_of = fg.index_select(0, skeleton) % row_stride // image_width
+
+def _attributes_of_chunk(images: Tensor, interpolation: Interpolation) -> Tensor:
+    """:func:`morpho_attributes` of one chunk ``[B, H, W]``, all in one pass."""
+    morph = hires_morphology(unit_range(images), SCALE, interpolation)
+    b = morph.binary.shape[1]
+    slant, width, height = _shape_measures(morph.hires)
+    area = morph.binary.view(torch.uint8).sum(2, dtype=torch.int32).sum(0).float()
+
+    fg, on_skeleton = morph.fg, morph.on_skeleton
+    skeleton = torch.nonzero(on_skeleton).squeeze(1)
+    image_of = morph.image_of(fg.index_select(0, skeleton))
     sqrt2 = math.sqrt(2.0)
     weights = torch.tensor([1.0, sqrt2, 1.0, sqrt2], device=fg.device)  # steps of the _FORWARD links
-    links = neighbours.index_select(0, skeleton).index_select(1, torch.tensor(_FORWARD, device=fg.device))
+    links = morph.neighbours.index_select(0, skeleton).index_select(
+        1, torch.tensor(_FORWARD, device=fg.device)
+    )
     linked = _take(torch.cat([on_skeleton, on_skeleton.new_zeros(1)]), links)
     length = torch.zeros(b, device=fg.device).index_add_(0, image_of, linked.float() @ weights)
-    skeleton_distance = d2.index_select(0, skeleton).float().sqrt()
-    thick_sum = torch.zeros(b, device=fg.device).index_add_(0, image_of, skeleton_distance)
-    skel_count = torch.bincount(image_of, minlength=b).float()
-    thickness = 2.0 * thick_sum / skel_count
+    thickness = morph.mean_thickness()
 
     s = float(SCALE)
     result = torch.stack(
-        [thickness / s, slant.float(), length / s, area / s**2, width.float() / s, height.float() / s], dim=1
+        [thickness, slant.float(), length / s, area / s**2, width.float() / s, height.float() / s], dim=1
     )
-    blank = high == low
+    blank = morph.high == morph.low
     return result.masked_fill(blank.unsqueeze(1), float("nan"))
