@@ -38,8 +38,22 @@ def fake_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def write_causal_targets(path: Path, n: int, seed: int) -> Path:
+    """A causal Morpho-MNIST target CSV (``index,thickness,intensity``) of ``n`` rows drawn with ``seed``."""
+    from genvae.data.causal import sample_targets
+
+    thickness, intensity = sample_targets(n, seed)
+    lines = ["index,thickness,intensity"]
+    lines += [
+        f"{i},{t:.6f},{v:.4f}"
+        for i, (t, v) in enumerate(zip(thickness.tolist(), intensity.tolist(), strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_fake_mnist(root: Path, n_train: int = 200, n_test: int = 100, gz: bool = True) -> Path:
-    """Write fake MNIST IDX files under ``root`` and return it."""
+    """Write fake MNIST IDX files under ``root``, with causal Morpho-MNIST targets for them, and return it."""
     suffix = ".gz" if gz else ""
     for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
         if n == 0:
@@ -47,6 +61,7 @@ def write_fake_mnist(root: Path, n_train: int = 200, n_test: int = 100, gz: bool
         images, labels = fake_digits(n, seed)
         write_idx(root / f"{split}-images-idx3-ubyte{suffix}", images)
         write_idx(root / f"{split}-labels-idx1-ubyte{suffix}", labels)
+        write_causal_targets(root / f"{split}-morpho.csv", n, seed)
     return root
 
 

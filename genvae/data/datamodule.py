@@ -1,4 +1,4 @@
-"""MNIST / FashionMNIST as one in-memory uint8 tensor, served by :class:`TensorBatchLoader`."""
+"""MNIST, FashionMNIST or causal Morpho-MNIST as one in-memory uint8 tensor, served by :class:`TensorBatchLoader`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from genvae.data.attributes import (
     GPU_CHUNK,
     morpho_attributes,
 )
+from genvae.data.causal import CausalCache, cached_causal_images, read_targets, sample_targets, target_file
 from genvae.data.idx import read_idx
 from genvae.data.loader import TensorBatchLoader
+from genvae.data.perturb import median_intensity
 from genvae.errors import ConfigError
 from genvae.utils.atomic import atomic_write_bytes
 
@@ -32,7 +34,8 @@ _FILE_STEMS: dict[Split, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 # torchvision class name (also its download folder: <root>/<name>/raw) per dataset
-_TORCHVISION_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_TORCHVISION_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "morpho_thickness_intensity": "MNIST"}
+CAUSAL_DATASET = "morpho_thickness_intensity"  # made from the MNIST digits (genvae.data.causal)
 
 
 def attribute_checksum(values: torch.Tensor) -> str:
@@ -63,7 +66,15 @@ class MNISTDataModule(L.LightningDataModule):
     Args:
         root: folder holding the raw IDX files (``.gz`` or not), directly or in torchvision's
             ``<root>/MNIST/raw`` layout; downloads go there too.
-        dataset: ``mnist`` or ``fashion_mnist``.
+        dataset: ``mnist``, ``fashion_mnist``, or ``morpho_thickness_intensity``: the causal Morpho-MNIST of
+            Pawlowski et al. 2020 (:mod:`genvae.data.causal`), generated from the MNIST files under ``root``
+            at preparation and cached; its batches also carry ``thickness`` and ``intensity``, the targets
+            each digit was set to (the attributes are measured on the generated images).
+        causal_targets: folder of the released targets ``train-morpho.csv`` and ``t10k-morpho.csv``
+            (``index,thickness,intensity``) of ``morpho_thickness_intensity``; default ``root``.
+        causal_seed: instead of the released targets, draw new ones from the causal model with this seed
+            (the train split with generator seed ``2 * causal_seed``, the test split ``2 * causal_seed + 1``).
+        causal_invert: with ``causal_seed``, the inverted mechanism (intensity falls with thickness).
         source: where training examples come from. ``train``: the 60k training set, split into
             train/val by ``val_fraction``; the t10k set is the test set. ``test``: only the t10k set is on
             disk; a seeded split of it gives train/val and the val part doubles as the test set.
@@ -84,7 +95,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str = "data",
-        dataset: Literal["mnist", "fashion_mnist"] = "mnist",
+        dataset: Literal["mnist", "fashion_mnist", "morpho_thickness_intensity"] = "mnist",
         source: Literal["auto", "train", "test"] = "auto",
         val_fraction: float = 0.1,
         batch_size: int = 128,
@@ -94,12 +105,22 @@ class MNISTDataModule(L.LightningDataModule):
         data_on_device: bool = True,
         attributes: bool = True,
         cache_dir: str | None = None,
+        causal_targets: str | None = None,
+        causal_seed: int | None = None,
+        causal_invert: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
+        if causal_seed is not None and causal_seed < 0:
+            raise ConfigError(f"data.causal_seed must be a non-negative integer, got {causal_seed}")
+        if causal_invert and causal_seed is None:
+            raise ConfigError("data.causal_invert applies to sampled targets: set data.causal_seed too")
+        self.causal_targets = causal_targets
+        self.causal_seed = causal_seed
+        self.causal_invert = causal_invert
         self.root = Path(root)
         self.dataset = dataset
         self.source = source
@@ -116,6 +137,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_classes = 10
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
         self._raw_splits: dict[Split, dict[str, torch.Tensor]] = {}  # prepare_data and setup share reads
+        self._causal_cache_paths: dict[Split, Path] = {}
 
     # ---------------------------------------------------------------- files
     def _search_dirs(self) -> list[Path]:
@@ -257,11 +279,59 @@ class MNISTDataModule(L.LightningDataModule):
             )
         if labels.shape != images.shape[:1]:
             raise ConfigError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
-        tensors = {"image": images.unsqueeze(1).contiguous(), "label": labels.long()}
+        tensors = {"label": labels.long()}
+        generated_in = None
+        if self.dataset == CAUSAL_DATASET:
+            thickness, intensity = self._causal_targets(split, len(images))
+            images, generated_in = self._causal_images(split, images, thickness, intensity)
+            tensors.update(thickness=thickness, intensity=intensity)
+        tensors["image"] = images.unsqueeze(1).contiguous()
         if self.attributes:
             tensors["attributes"] = self.split_attributes(split, images)
+        if generated_in is not None:
+            self._report_generation(split, tensors, generated_in)
         self._raw_splits[split] = tensors
         return tensors
+
+    # ---------------------------------------------------------------- causal Morpho-MNIST
+    def _causal_targets(self, split: Split, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Thickness and intensity targets ``[N]`` of a split: sampled (``causal_seed``) or read from the CSV."""
+        if self.causal_seed is not None:
+            seed = 2 * self.causal_seed + (split == "test")
+            return sample_targets(n_images, seed, invert=self.causal_invert)
+        folder = Path(self.causal_targets) if self.causal_targets is not None else self.root
+        return read_targets(target_file(folder, split), n_images)
+
+    def _causal_images(
+        self, split: Split, source: torch.Tensor, thickness: torch.Tensor, intensity: torch.Tensor
+    ) -> tuple[torch.Tensor, float | None]:
+        cache = CausalCache(self._cache_folder(), f"{self.dataset}-{split}", source, thickness, intensity)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        images, seconds = cached_causal_images(
+            cache,
+            source,
+            thickness,
+            intensity,
+            device,
+            f"{self.dataset} {split}: setting thickness, intensity",
+        )
+        self._causal_cache_paths[split] = cache.path
+        return images, seconds
+
+    def _report_generation(self, split: Split, tensors: dict[str, torch.Tensor], seconds: float) -> None:
+        """One line: images generated, time, and how far their measured thickness / intensity are from the targets."""
+        n = len(tensors["label"])
+        intensity_error = (median_intensity(tensors["image"]).float() - tensors["intensity"]).abs().mean()
+        parts = [f"{n} images generated in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} img/s)"]
+        if "attributes" in tensors:
+            thickness = tensors["attributes"][:, ATTRIBUTE_NAMES.index("thickness")]
+            parts.append(
+                f"|measured - target| thickness {(thickness - tensors['thickness']).abs().nanmean():.3f} px"
+            )
+        parts.append(f"intensity {intensity_error:.2f} grey levels")
+        rank_zero_info(
+            f"{self.dataset} {split}: {', '.join(parts)}; cached in {self._causal_cache_paths[split]}"
+        )
 
     def _split_train_val(self, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         n = len(tensors["label"])

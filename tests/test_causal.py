@@ -1,0 +1,154 @@
+"""The causal Morpho-MNIST dataset: targets, generation, the verified cache, bad input as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from genvae.cli import main
+from genvae.data import MNISTDataModule
+from genvae.data import causal as causal_module
+from genvae.data.causal import read_targets, sample_targets
+from genvae.data.perturb import median_intensity
+
+from .conftest import REPO, write_causal_targets, write_fake_mnist
+
+SHARED_CAUSAL = REPO.parent / "shared" / "data" / "morpho_causal"
+CAUSAL_YAML = str(REPO / "experiments" / "vae_causal.yaml")
+
+
+def causal_module_for(root: Path, cache: Path, **kwargs) -> MNISTDataModule:  # noqa: ANN003
+    return MNISTDataModule(
+        root=str(root), dataset="morpho_thickness_intensity", source="test", cache_dir=str(cache), **kwargs
+    )
+
+
+def test_sampled_targets_follow_the_causal_model() -> None:
+    thickness, intensity = sample_targets(20000, seed=0)
+    assert torch.equal(sample_targets(20000, seed=0)[0], thickness)
+    assert abs(float(thickness.mean()) - 2.5) < 0.02  # 0.5 + Gamma(10, rate 5): mean 0.5 + 10 / 5
+    assert abs(float(thickness.var()) - 0.4) < 0.02  # variance 10 / 25
+    assert float(intensity.min()) >= 64 and float(intensity.max()) <= 255
+    correlation = torch.corrcoef(torch.stack([thickness, intensity]))[0, 1]
+    inverted = torch.corrcoef(torch.stack(sample_targets(20000, seed=0, invert=True)))[0, 1]
+    assert float(correlation) > 0.7 and float(inverted) < -0.7
+
+
+def test_the_dataset_is_generated_once_and_read_back(tmp_path: Path) -> None:
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=64)
+    data = causal_module_for(root, tmp_path / "cache")
+    data.prepare_data()
+    data.setup()
+    batch = next(iter(data.test_dataloader()))
+    assert {"image", "label", "thickness", "intensity", "attributes"} <= set(batch)
+    targets = read_targets(root / "t10k-morpho.csv", 64)
+    test = data.splits["test"]
+    order = test["thickness"]
+    assert set(order.tolist()) <= set(targets[0].tolist())
+    # intensity as requested (uint8 truncation; the above-half-range set moves with the scaling)
+    assert float((median_intensity(test["image"]) - test["intensity"].double()).abs().mean()) < 1.0
+    # a second module reads the verified cache and generates nothing
+    with mock.patch.object(causal_module, "generate_causal_images", side_effect=AssertionError):
+        again = causal_module_for(root, tmp_path / "cache")
+        again.prepare_data()
+        again.setup()
+    assert torch.equal(again.splits["test"]["image"], test["image"])
+
+
+def test_a_damaged_image_cache_is_regenerated(tmp_path: Path) -> None:
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=32)
+    first = causal_module_for(root, tmp_path / "cache").load_split("test")
+    (path,) = (tmp_path / "cache").glob("*.images-*.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["images"][0, 10, 10] ^= 0xFF
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match="causal image cache content does not match its checksum"):
+        again = causal_module_for(root, tmp_path / "cache").load_split("test")
+    assert torch.equal(again["image"], first["image"])
+
+
+def test_seeded_targets_make_a_new_dataset(tmp_path: Path) -> None:
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=32)
+    (root / "t10k-morpho.csv").unlink()  # not needed with a seed
+    split = causal_module_for(root, tmp_path / "cache", causal_seed=3, causal_invert=True).load_split("test")
+    thickness, intensity = sample_targets(32, seed=7, invert=True)
+    assert torch.equal(split["thickness"], thickness) and torch.equal(split["intensity"], intensity)
+
+
+def _bad_rows(path: Path) -> None:
+    write_causal_targets(path, 40, 0)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:30]) + "\n")
+
+
+def _replace(line: int, text: str):  # noqa: ANN202
+    def edit(path: Path) -> None:
+        write_causal_targets(path, 64, 0)
+        lines = path.read_text().splitlines()
+        lines[line] = text
+        path.write_text("\n".join(lines) + "\n")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda path: path.unlink(), "target file not found"),
+        (_bad_rows, "29 target rows for 64 images"),
+        (_replace(5, "4,-1.0,120.0"), "line 6: thickness -1.0 is not a finite number"),
+        (_replace(5, "4,nan,120.0"), "line 6: thickness nan is not a finite number"),
+        (_replace(5, "4,2.0,inf"), "line 6: intensity inf is not a finite number"),
+        (_replace(5, "7,2.0,120.0"), "line 6: index 7 does not match image 4"),
+        (_replace(0, "idx,thickness,intensity"), "expected the header"),
+    ],
+)
+def test_bad_targets_are_one_line_and_cache_nothing(
+    edit, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:  # noqa: ANN001
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=64)
+    edit(root / "t10k-morpho.csv")
+    cache = tmp_path / "cache"
+    args = [
+        "fit",
+        "--config",
+        CAUSAL_YAML,
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.source",
+        "test",
+    ]
+    args += ["--data.init_args.cache_dir", str(cache), "--trainer.default_root_dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--trainer.enable_progress_bar", "false", "--trainer.fast_dev_run", "true"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"genvae: error: {root / 't10k-morpho.csv'}: "), err
+    assert message in lines[-1] and "Traceback" not in err
+    assert not cache.exists() or not list(cache.iterdir())  # nothing cached
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--data.init_args.causal_seed", "-1"], "data.causal_seed"),
+        (["--data.init_args.causal_invert", "true"], "data.causal_invert"),
+    ],
+)
+def test_bad_causal_keys_are_one_line(args: list[str], key: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=16)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", CAUSAL_YAML, "--data.init_args.root", str(root), *args])
+    assert info.value.code == 2
+    assert f"genvae: error: {key}" in capsys.readouterr().err
+
+
+def test_released_targets_are_read(shared_mnist: Path) -> None:
+    if not (SHARED_CAUSAL / "t10k-morpho.csv").is_file():
+        pytest.skip("released causal Morpho-MNIST targets not present")
+    thickness, intensity = read_targets(SHARED_CAUSAL / "t10k-morpho.csv", 10000)
+    assert abs(float(thickness.mean()) - 2.5) < 0.05 and float(intensity.min()) >= 64
