@@ -183,3 +183,23 @@ def test_cpu_and_gpu_agree(digits: torch.Tensor) -> None:
     for call in calls:
         cpu, gpu = call(x), call(x.cuda()).cpu()
         assert float((cpu.int() - gpu.int()).abs().float().mean()) < 0.5  # grey levels: float32 rounding
+
+
+def test_perturbation_figure_has_a_row_per_digit(digits: torch.Tensor) -> None:
+    from genvae.plots.perturbations import perturbation_columns, perturbation_figure
+
+    columns = perturbation_columns(digits[:2])
+    assert list(columns)[:5] == [
+        "original",
+        "thinned (0.7)",
+        "thickened (1.0)",
+        "swollen (3, 7)",
+        "fractured (3)",
+    ]
+    assert [name for name in columns if name.startswith("set to")] == [
+        "set to 1.5 px",
+        "set to 3 px",
+        "set to 5 px",
+    ]
+    figure = perturbation_figure(digits[:2])
+    assert figure.dtype == np.uint8 and figure.ndim == 3 and figure.shape[2] == 3

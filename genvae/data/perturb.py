@@ -145,28 +145,25 @@ def _dense(morph: HiresMorphology, values: Tensor, fill: float | int = 0) -> Ten
 
 
 def _background_d2(binary: Tensor, cap: int) -> Tensor:
-    """``[B, H, W]`` int32 squared distance of each pixel to the nearest foreground pixel of ``binary``
+    """``[B, H, W]`` int16 squared distance of each pixel to the nearest foreground pixel of ``binary``
     ``[B, H, W]``: exact where it is at most ``cap^2``, above ``cap^2`` elsewhere (0 on the foreground).
 
-    The same two passes as the measurement pipeline's exact transform (:func:`genvae.data.attributes.
-    _squared_distance`: the distance g along the row, then ``min_s s^2 + g(row + s)^2``), here on the dense
-    images because the background is most of them; bounded by ``cap``, the column scan stops at ``cap``.
+    The two passes of the measurement pipeline's exact transform (:func:`genvae.data.attributes.
+    _squared_distance`): the distance g along the row, then ``min_s s^2 + g(row + s)^2``; here on the dense
+    images, because the background is most of them, and bounded by ``cap``: g is found by looking ``cap``
+    columns left and right, and the column scan stops at ``cap`` rows.
     """
     b, h, w = binary.shape
     far = cap + 1
-    columns = torch.arange(w, dtype=torch.int32, device=binary.device)
-    # nearest foreground column on the left and on the right (far away when there is none)
-    left = torch.where(binary, columns, -(w + far)).cummax(2).values
-    right = torch.where(binary, columns, 2 * w + far).flip(2).cummin(2).values.flip(2)
-    g = torch.minimum(columns - left, right - columns).clamp_max_(far)
-    g2 = F.pad(g.square(), (0, 0, cap, cap), value=far * far)  # rows beyond the image: no foreground
+    padded = F.pad(binary, (far, far))
+    g = torch.full((b, h, w), far, dtype=torch.int16, device=binary.device)
+    for k in range(far - 1, -1, -1):  # nearest last
+        g.masked_fill_(padded[:, :, far - k : far - k + w] | padded[:, :, far + k : far + k + w], k)
+    g2 = F.pad(g * g, (0, 0, cap, cap), value=far * far)  # rows beyond the image: no foreground
     best = g2[:, cap : cap + h].clone()
     for step in range(1, cap + 1):
-        best = torch.minimum(
-            best,
-            torch.minimum(g2[:, cap - step : cap - step + h], g2[:, cap + step : cap + step + h])
-            + step * step,
-        )
+        nearest = torch.minimum(g2[:, cap - step : cap - step + h], g2[:, cap + step : cap + step + h])
+        torch.minimum(best, nearest.add_(step * step), out=best)
     return best
 
 
@@ -237,17 +234,21 @@ def _set_thickness_chunk(x: Tensor, target: Tensor) -> Tensor:
     delta = (target - morph.mean_thickness().double()).nan_to_num(0.0)
     rho = SCALE * delta.abs() / 2.0  # hi-res pixels
     binary = morph.binary.transpose(0, 1)
-    out = binary.double()
-    grow = delta > 0
-    if bool(grow.any()):
-        d2 = _background_d2(binary[grow], math.ceil(float(rho[grow].max())) + 1)
-        cover = (rho[grow].view(-1, 1, 1) - d2.double().sqrt() + 1.0).clamp_(0.0, 1.0)
-        out[grow] = torch.maximum(out[grow], cover)
+    out = binary.float()
+    rho = rho.float()
+    cap = rho.ceil().long() + 1  # coverage needs the distances below rho + 1
+    for low, high in ((0, 4), (4, 8), (8, 1 << 30)):  # the column scan's length is the group's largest cap
+        grow = (delta > 0) & (cap > low) & (cap <= high)
+        if bool(grow.any()):
+            d2 = _background_d2(binary[grow], int(cap[grow].max()))
+            index = torch.nonzero(grow).squeeze(1)
+            cover = (rho[index].view(-1, 1, 1) - d2.float().sqrt() + 1.0).clamp_(0.0, 1.0)
+            out.index_copy_(0, index, torch.maximum(out.index_select(0, index), cover))
     shrink = delta < 0
     if bool(shrink.any()):
-        distance = _dense(morph, morph.d2.double().sqrt())
-        cover = (distance[shrink] - rho[shrink].view(-1, 1, 1)).clamp_(0.0, 1.0)
-        out[shrink] = cover
+        index = torch.nonzero(shrink).squeeze(1)
+        distance = _dense(morph, morph.d2.float().sqrt()).index_select(0, index)
+        out.index_copy_(0, index, (distance - rho[index].view(-1, 1, 1)).clamp_(0.0, 1.0))
     return downscale(out)
 
 
