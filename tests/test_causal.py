@@ -10,9 +10,9 @@ import torch
 
 from genvae.cli import main
 from genvae.data import MNISTDataModule
-from genvae.data import causal as causal_module
+from genvae.data import datamodule as datamodule_module
 from genvae.data.causal import read_targets, sample_targets
-from genvae.data.perturb import median_intensity
+from genvae.data.perturb import PERTURBATIONS, median_intensity
 
 from .conftest import REPO, write_causal_targets, write_fake_mnist
 
@@ -51,7 +51,7 @@ def test_the_dataset_is_generated_once_and_read_back(tmp_path: Path) -> None:
     # intensity as requested (uint8 truncation; the above-half-range set moves with the scaling)
     assert float((median_intensity(test["image"]) - test["intensity"].double()).abs().mean()) < 1.0
     # a second module reads the verified cache and generates nothing
-    with mock.patch.object(causal_module, "generate_causal_images", side_effect=AssertionError):
+    with mock.patch.object(datamodule_module, "generate_causal_images", side_effect=AssertionError):
         again = causal_module_for(root, tmp_path / "cache")
         again.prepare_data()
         again.setup()
@@ -65,7 +65,7 @@ def test_a_damaged_image_cache_is_regenerated(tmp_path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     payload["images"][0, 10, 10] ^= 0xFF
     torch.save(payload, path)
-    with pytest.warns(UserWarning, match="causal image cache content does not match its checksum"):
+    with pytest.warns(UserWarning, match="generated image cache content does not match its checksum"):
         again = causal_module_for(root, tmp_path / "cache").load_split("test")
     assert torch.equal(again["image"], first["image"])
 
@@ -152,3 +152,61 @@ def test_released_targets_are_read(shared_mnist: Path) -> None:
         pytest.skip("released causal Morpho-MNIST targets not present")
     thickness, intensity = read_targets(SHARED_CAUSAL / "t10k-morpho.csv", 10000)
     assert abs(float(thickness.mean()) - 2.5) < 0.05 and float(intensity.min()) >= 64
+
+
+# ------------------------------------------------------------------ the global perturbation dataset
+def test_the_perturbation_dataset_labels_every_digit(tmp_path: Path) -> None:
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=200)
+    probabilities = {"plain": 0.1, "thin": 0.2, "thicken": 0.2, "swell": 0.2, "fracture": 0.3}
+    data = MNISTDataModule(
+        root=str(root), source="test", cache_dir=str(tmp_path / "cache"), perturbation=probabilities
+    )
+    split = data.load_split("test")
+    kinds = split["perturbation"]
+    assert kinds.shape == (200,) and data.perturbation_names == PERTURBATIONS
+    counts = torch.bincount(kinds, minlength=5).float() / 200
+    assert float((counts - torch.tensor(list(probabilities.values()))).abs().max()) < 0.1
+    source = MNISTDataModule(root=str(root), source="test", cache_dir=str(tmp_path / "plain")).load_split(
+        "test"
+    )
+    from genvae.data import perturb
+
+    plain = kinds == PERTURBATIONS.index("plain")
+    assert torch.equal(split["image"][plain], perturb.plain(source["image"][plain]))
+    thin = kinds == PERTURBATIONS.index("thin")
+    assert torch.equal(split["image"][thin], perturb.thin(source["image"][thin], 0.7))
+    # seeded: a fresh cache gives the same images
+    again = MNISTDataModule(
+        root=str(root), source="test", cache_dir=str(tmp_path / "again"), perturbation=probabilities
+    ).load_split("test")
+    assert torch.equal(again["image"], split["image"]) and torch.equal(again["perturbation"], kinds)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.init_args.perturbation", "{thin: 0.5, thicken: 0.4}"], "sum to 1"),
+        (["--data.init_args.perturbation", "{thin: 1.5, plain: -0.5}"], "non-negative"),
+        (["--data.init_args.perturbation", "{blur: 1.0}"], "unknown perturbations ['blur']"),
+        (
+            ["--data.init_args.perturbation", "{thin: 1.0}", "--data.init_args.dataset", "fashion_mnist"],
+            "applies to dataset mnist",
+        ),
+    ],
+)
+def test_bad_perturbation_keys_are_one_line(args: list[str], message: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=16)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "experiments" / "vae.yaml"),
+                "--data.init_args.root",
+                str(root),
+                *args,
+            ]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "genvae: error: data.perturbation" in err and message in err and "Traceback" not in err

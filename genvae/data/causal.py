@@ -8,31 +8,25 @@ samples per digit ``thickness = 0.5 + Gamma(10, rate 5)`` and ``intensity = 64 +
 released targets are CSV files (``train-morpho.csv``, ``t10k-morpho.csv``: ``index,thickness,intensity``,
 one row per MNIST image of that split, in order); :func:`sample_targets` draws new ones with a seed.
 
-The generated images are cached on disk beside the attribute cache, keyed by the source images, the targets
-and :data:`CAUSAL_VERSION`, with the SHA-256 of their bytes checked on every read, and written atomically.
+The generated images are cached on disk beside the attribute cache (:class:`~genvae.data.generated.ImageCache`,
+keyed by the source images, the targets and :data:`CAUSAL_VERSION`).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import math
-import time
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from tqdm import tqdm
 
-from genvae.data.attributes import CPU_CHUNK, GPU_CHUNK
+from genvae.data.generated import generate_in_blocks
 from genvae.data.perturb import MAX_THICKNESS, set_intensity, set_thickness
 from genvae.errors import ConfigError
-from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = [
     "CAUSAL_VERSION",
-    "CausalCache",
+    "causal_images",
     "generate_causal_images",
     "read_targets",
     "sample_targets",
@@ -105,89 +99,14 @@ def read_targets(path: Path, n_images: int) -> tuple[torch.Tensor, torch.Tensor]
     return table[:, 0].contiguous(), table[:, 1].contiguous()
 
 
+def causal_images(images: torch.Tensor, thickness: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+    """``set_intensity(set_thickness(images, thickness), intensity)``: DeepSCM's two steps."""
+    return set_intensity(set_thickness(images, thickness), intensity)
+
+
 def generate_causal_images(
     images: torch.Tensor, thickness: torch.Tensor, intensity: torch.Tensor, description: str
 ) -> torch.Tensor:
-    """``set_intensity(set_thickness(images, thickness), intensity)`` (uint8 ``[N, 28, 28]``, on the images'
-    device, returned on CPU) in blocks, with a tqdm progress bar on rank 0."""
-    block = CPU_CHUNK * max(1, torch.get_num_threads()) * 8 if images.device.type == "cpu" else GPU_CHUNK
-    parts = []
-    with tqdm(
-        total=len(images), desc=description, unit="img", disable=rank_zero_only.rank != 0, leave=True
-    ) as bar:
-        for start in range(0, len(images), block):
-            part = slice(start, start + block)
-            thick = set_thickness(images[part], thickness[part].to(images.device))
-            parts.append(set_intensity(thick, intensity[part].to(images.device)).cpu())
-            bar.update(len(parts[-1]))
-    return torch.cat(parts) if parts else images.new_zeros(images.shape).cpu()
-
-
-def _checksum(images: torch.Tensor) -> str:
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
-
-
-class CausalCache:
-    """The generated images of one split in one file: ``<folder>/<stem>.images-<key>.pt``.
-
-    The key hashes the source images, the targets and :data:`CAUSAL_VERSION`; the file holds the images
-    with the SHA-256 of their bytes, checked on every read.
-    """
-
-    def __init__(
-        self, folder: Path, stem: str, source: torch.Tensor, thickness: torch.Tensor, intensity: torch.Tensor
-    ):
-        digest = hashlib.sha1(source.contiguous().numpy().tobytes())
-        digest.update(thickness.float().numpy().tobytes())
-        digest.update(intensity.float().numpy().tobytes())
-        digest.update(CAUSAL_VERSION.encode())
-        self.path = Path(folder) / f"{stem}.images-{digest.hexdigest()[:16]}.pt"
-        self.shape = tuple(source.shape)
-
-    def read(self) -> torch.Tensor | None:
-        """The cached images if the file is there, whole and current; else None (with a warning if present)."""
-        if not self.path.is_file():
-            return None
-        try:
-            cached = torch.load(self.path, map_location="cpu", weights_only=True)
-            images = cached["images"]
-            current = cached["version"] == CAUSAL_VERSION and tuple(images.shape) == self.shape
-            if current and images.dtype == torch.uint8 and cached.get("sha256") == _checksum(images):
-                return images
-            cause = "written by another generator" if not current else "content does not match its checksum"
-        except Exception as err:  # a truncated or foreign file
-            cause = f"unreadable (truncated or not a genvae cache: {type(err).__name__})"
-        rank_zero_warn(f"{self.path}: causal image cache {cause}; regenerating")
-        return None
-
-    def write(self, images: torch.Tensor) -> None:
-        buffer = io.BytesIO()
-        torch.save({"version": CAUSAL_VERSION, "images": images, "sha256": _checksum(images)}, buffer)
-        try:
-            atomic_write_bytes(self.path, buffer.getvalue())
-        except OSError as err:
-            raise ConfigError(
-                f"{self.path}: cannot write the causal image cache ({err}); set data.init_args.cache_dir"
-            ) from None
-
-
-def cached_causal_images(
-    cache: CausalCache,
-    source: torch.Tensor,
-    thickness: torch.Tensor,
-    intensity: torch.Tensor,
-    device: torch.device,
-    description: str,
-) -> tuple[torch.Tensor, float | None]:
-    """The split's generated images from the verified cache, or generated on ``device`` and cached.
-
-    Returns the images and the generation time in seconds (None when read from the cache).
-    """
-    images = cache.read()
-    if images is not None:
-        return images, None
-    start = time.perf_counter()
-    images = generate_causal_images(source.to(device), thickness, intensity, description)
-    seconds = time.perf_counter() - start
-    cache.write(images)
-    return images, seconds
+    """:func:`causal_images` of a whole split (uint8 ``[N, 28, 28]`` on the images' device, returned on CPU),
+    in blocks with a progress bar (:func:`~genvae.data.generated.generate_in_blocks`)."""
+    return generate_in_blocks(causal_images, images, thickness, intensity, description=description)

@@ -20,10 +20,17 @@ from genvae.data.attributes import (
     GPU_CHUNK,
     morpho_attributes,
 )
-from genvae.data.causal import CausalCache, cached_causal_images, read_targets, sample_targets, target_file
+from genvae.data.causal import (
+    CAUSAL_VERSION,
+    generate_causal_images,
+    read_targets,
+    sample_targets,
+    target_file,
+)
+from genvae.data.generated import ImageCache, generate_in_blocks
 from genvae.data.idx import read_idx
 from genvae.data.loader import TensorBatchLoader
-from genvae.data.perturb import median_intensity
+from genvae.data.perturb import PERTURBATIONS, apply_perturbations, median_intensity
 from genvae.errors import ConfigError
 from genvae.utils.atomic import atomic_write_bytes
 
@@ -36,6 +43,7 @@ _FILE_STEMS: dict[Split, tuple[str, str]] = {
 # torchvision class name (also its download folder: <root>/<name>/raw) per dataset
 _TORCHVISION_NAME = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "morpho_thickness_intensity": "MNIST"}
 CAUSAL_DATASET = "morpho_thickness_intensity"  # made from the MNIST digits (genvae.data.causal)
+PERTURBATION_VERSION = "global-perturbation-1"  # part of the perturbed-image cache key
 
 
 def attribute_checksum(values: torch.Tensor) -> str:
@@ -75,6 +83,13 @@ class MNISTDataModule(L.LightningDataModule):
         causal_seed: instead of the released targets, draw new ones from the causal model with this seed
             (the train split with generator seed ``2 * causal_seed``, the test split ``2 * causal_seed + 1``).
         causal_invert: with ``causal_seed``, the inverted mechanism (intensity falls with thickness).
+        perturbation: the global-perturbation MNIST of Castro et al. 2019: each digit plain, thinned,
+            thickened, swollen or fractured (:func:`genvae.data.perturb.apply_perturbations`), drawn with
+            these probabilities (keys from ``plain, thin, thicken, swell, fracture``; missing keys 0; they
+            must sum to 1), generated at preparation and cached; batches carry ``perturbation``, the index
+            of each digit's perturbation in that order (``perturbation_names``). MNIST only.
+        perturbation_seed: seed of the perturbation draws (the train split with generator seed
+            ``2 * perturbation_seed``, the test split ``2 * perturbation_seed + 1``).
         source: where training examples come from. ``train``: the 60k training set, split into
             train/val by ``val_fraction``; the t10k set is the test set. ``test``: only the t10k set is on
             disk; a seeded split of it gives train/val and the val part doubles as the test set.
@@ -108,6 +123,8 @@ class MNISTDataModule(L.LightningDataModule):
         causal_targets: str | None = None,
         causal_seed: int | None = None,
         causal_invert: bool = False,
+        perturbation: dict[str, float] | None = None,
+        perturbation_seed: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -118,6 +135,15 @@ class MNISTDataModule(L.LightningDataModule):
             raise ConfigError(f"data.causal_seed must be a non-negative integer, got {causal_seed}")
         if causal_invert and causal_seed is None:
             raise ConfigError("data.causal_invert applies to sampled targets: set data.causal_seed too")
+        self.perturbation = None if perturbation is None else self._perturbation_probabilities(perturbation)
+        if perturbation is not None and dataset != "mnist":
+            raise ConfigError(f"data.perturbation applies to dataset mnist, not {dataset}")
+        if perturbation_seed < 0:
+            raise ConfigError(
+                f"data.perturbation_seed must be a non-negative integer, got {perturbation_seed}"
+            )
+        self.perturbation_seed = perturbation_seed
+        self.perturbation_names: tuple[str, ...] = PERTURBATIONS
         self.causal_targets = causal_targets
         self.causal_seed = causal_seed
         self.causal_invert = causal_invert
@@ -137,7 +163,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_classes = 10
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
         self._raw_splits: dict[Split, dict[str, torch.Tensor]] = {}  # prepare_data and setup share reads
-        self._causal_cache_paths: dict[Split, Path] = {}
+        self._generated_paths: dict[Split, Path] = {}
 
     # ---------------------------------------------------------------- files
     def _search_dirs(self) -> list[Path]:
@@ -283,8 +309,32 @@ class MNISTDataModule(L.LightningDataModule):
         generated_in = None
         if self.dataset == CAUSAL_DATASET:
             thickness, intensity = self._causal_targets(split, len(images))
-            images, generated_in = self._causal_images(split, images, thickness, intensity)
+            images, generated_in = self._generated_images(
+                split,
+                images,
+                CAUSAL_VERSION,
+                (thickness, intensity),
+                lambda source: generate_causal_images(
+                    source, thickness, intensity, f"{self.dataset} {split}: setting thickness, intensity"
+                ),
+            )
             tensors.update(thickness=thickness, intensity=intensity)
+        elif self.perturbation is not None:
+            kinds, generator = self._perturbation_kinds(split, len(images))
+            seed = torch.tensor([self.perturbation_seed])
+            images, generated_in = self._generated_images(
+                split,
+                images,
+                PERTURBATION_VERSION,
+                (kinds, seed),
+                lambda source: generate_in_blocks(
+                    lambda x, k: apply_perturbations(x, k, generator),
+                    source,
+                    kinds,
+                    description=f"{self.dataset} {split}: global perturbations",
+                ),
+            )
+            tensors["perturbation"] = kinds
         tensors["image"] = images.unsqueeze(1).contiguous()
         if self.attributes:
             tensors["attributes"] = self.split_attributes(split, images)
@@ -302,35 +352,61 @@ class MNISTDataModule(L.LightningDataModule):
         folder = Path(self.causal_targets) if self.causal_targets is not None else self.root
         return read_targets(target_file(folder, split), n_images)
 
-    def _causal_images(
-        self, split: Split, source: torch.Tensor, thickness: torch.Tensor, intensity: torch.Tensor
+    def _generated_images(
+        self, split: Split, source: torch.Tensor, version: str, keys: tuple[torch.Tensor, ...], make
     ) -> tuple[torch.Tensor, float | None]:
-        cache = CausalCache(self._cache_folder(), f"{self.dataset}-{split}", source, thickness, intensity)
+        """A generated split from the verified cache, or ``make(source on the device)``, cached atomically."""
+        stem = f"{self.dataset}-{split}" if self.perturbation is None else f"{self.dataset}-perturbed-{split}"
+        cache = ImageCache(self._cache_folder(), stem, version, source, *keys)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images, seconds = cached_causal_images(
-            cache,
-            source,
-            thickness,
-            intensity,
-            device,
-            f"{self.dataset} {split}: setting thickness, intensity",
+        self._generated_paths[split] = cache.path
+        return cache.read_or_make(lambda: make(source.to(device)))
+
+    # ---------------------------------------------------------------- global perturbations
+    @staticmethod
+    def _perturbation_probabilities(probabilities: dict[str, float]) -> torch.Tensor:
+        unknown = sorted(set(probabilities) - set(PERTURBATIONS))
+        if unknown:
+            raise ConfigError(
+                f"data.perturbation: unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}"
+            )
+        values = torch.tensor(
+            [float(probabilities.get(name, 0.0)) for name in PERTURBATIONS], dtype=torch.float64
         )
-        self._causal_cache_paths[split] = cache.path
-        return images, seconds
+        if (
+            not bool(torch.isfinite(values).all())
+            or bool((values < 0).any())
+            or abs(float(values.sum()) - 1) > 1e-6
+        ):
+            raise ConfigError(
+                f"data.perturbation: probabilities must be finite, non-negative and sum to 1, got {probabilities}"
+            )
+        return values
+
+    def _perturbation_kinds(self, split: Split, n_images: int) -> tuple[torch.Tensor, torch.Generator]:
+        """Each image's perturbation (index into :data:`PERTURBATIONS`) and the generator of its locations."""
+        generator = torch.Generator().manual_seed(2 * self.perturbation_seed + (split == "test"))
+        kinds = torch.multinomial(self.perturbation, n_images, replacement=True, generator=generator)
+        return kinds, generator
 
     def _report_generation(self, split: Split, tensors: dict[str, torch.Tensor], seconds: float) -> None:
-        """One line: images generated, time, and how far their measured thickness / intensity are from the targets."""
+        """One line: images generated and the time; for the causal dataset, how far their measured thickness
+        and intensity are from the targets."""
         n = len(tensors["label"])
-        intensity_error = (median_intensity(tensors["image"]).float() - tensors["intensity"]).abs().mean()
         parts = [f"{n} images generated in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} img/s)"]
-        if "attributes" in tensors:
+        if "thickness" in tensors and "attributes" in tensors:
             thickness = tensors["attributes"][:, ATTRIBUTE_NAMES.index("thickness")]
             parts.append(
                 f"|measured - target| thickness {(thickness - tensors['thickness']).abs().nanmean():.3f} px"
             )
-        parts.append(f"intensity {intensity_error:.2f} grey levels")
+        if "intensity" in tensors:
+            error = (median_intensity(tensors["image"]).float() - tensors["intensity"]).abs().mean()
+            parts.append(f"intensity {error:.2f} grey levels")
+        if "perturbation" in tensors:
+            counts = torch.bincount(tensors["perturbation"], minlength=len(PERTURBATIONS)).tolist()
+            parts.append(" ".join(f"{name} {c}" for name, c in zip(PERTURBATIONS, counts, strict=True)))
         rank_zero_info(
-            f"{self.dataset} {split}: {', '.join(parts)}; cached in {self._causal_cache_paths[split]}"
+            f"{self.dataset} {split}: {', '.join(parts)}; cached in {self._generated_paths[split]}"
         )
 
     def _split_train_val(self, tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:

@@ -68,6 +68,7 @@ from genvae.data.attributes import (
 
 __all__ = [
     "PERTURBATIONS",
+    "apply_perturbations",
     "dilated",
     "downscale",
     "eroded",
@@ -478,3 +479,26 @@ def fracture(
         u,
         caller="fracture",
     )
+
+
+# ------------------------------------------------------------------ the global perturbation dataset
+def apply_perturbations(images: Tensor, kinds: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each image perturbed as ``PERTURBATIONS[kinds[i]]`` with Castro et al.'s released settings: plain
+    (the binarised digit, downscaled), thinned 0.7, thickened 1.0, swollen (3, 7), 3 fractures.
+
+    The swelling, then the fracture locations are drawn from ``generator`` (one draw per image of each).
+    """
+    kinds = kinds.to(images.device)
+    out = images.clone()
+    calls = {
+        "plain": plain,
+        "thin": lambda x: thin(x, 0.7),
+        "thicken": lambda x: thicken(x, 1.0),
+        "swell": lambda x: swell(x, 3.0, 7.0, generator=generator),
+        "fracture": lambda x: fracture(x, 3, generator=generator),
+    }
+    for kind, name in enumerate(PERTURBATIONS):
+        index = torch.nonzero(kinds == kind).squeeze(1)
+        if len(index):
+            out[index] = calls[name](images[index])
+    return out
