@@ -11,8 +11,10 @@ import torch
 from genvae.cli import main
 from genvae.data import MNISTDataModule
 from genvae.data import datamodule as datamodule_module
+from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.data.causal import read_targets, sample_targets
 from genvae.data.perturb import PERTURBATIONS, median_intensity
+from genvae.models import ARVAE
 
 from .conftest import REPO, write_causal_targets, write_fake_mnist
 
@@ -48,6 +50,12 @@ def test_the_dataset_is_generated_once_and_read_back(tmp_path: Path) -> None:
     test = data.splits["test"]
     order = test["thickness"]
     assert set(order.tolist()) <= set(targets[0].tolist())
+    # intensity is the seventh attribute, measured on the generated images
+    assert data.attribute_names == (*ATTRIBUTE_NAMES, "intensity") and test["attributes"].shape == (
+        len(order),
+        7,
+    )
+    assert torch.equal(test["attributes"][:, 6], median_intensity(test["image"]).float())
     # intensity as requested (uint8 truncation; the above-half-range set moves with the scaling)
     assert float((median_intensity(test["image"]) - test["intensity"].double()).abs().mean()) < 1.0
     # a second module reads the verified cache and generates nothing
@@ -210,3 +218,12 @@ def test_bad_perturbation_keys_are_one_line(args: list[str], message: str, tmp_p
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "genvae: error: data.perturbation" in err and message in err and "Traceback" not in err
+
+
+def test_the_arvae_regularizes_intensity_where_the_data_has_it(tmp_path: Path) -> None:
+    model = ARVAE(latent_dim=4, attributes=["thickness", "intensity"], backbone="mlp")
+    root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=16)
+    data = causal_module_for(root, tmp_path / "cache")
+    assert model._columns(data.attribute_names) == [0, 6]
+    with pytest.raises(Exception, match="not among the datamodule's attributes"):
+        model._columns(ATTRIBUTE_NAMES)  # plain MNIST: no intensity column

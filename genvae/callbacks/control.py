@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from genvae.callbacks.evaluation import load_classifier
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes, morpho_columns
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.evaluation import (
@@ -149,7 +149,7 @@ class AttributeControlEvaluation(L.Callback):
                 slice(self.num_images, None) if len(source["image"]) - self.num_images >= 3 else slice(None)
             )
         attributes = source.get("attributes")
-        return source["image"][take], None if attributes is None else attributes[take]
+        return source["image"][take], None if attributes is None else morpho_columns(attributes[take])
 
     @classmethod
     def _class_ranges(cls, trainer: L.Trainer) -> Tensor | None:
@@ -158,7 +158,7 @@ class AttributeControlEvaluation(L.Callback):
         train = cls._train_split(trainer) or {}
         if "label" not in train or "attributes" not in train or len(train["label"]) < 10:
             return None
-        return class_attribute_ranges(train["attributes"], train["label"])
+        return class_attribute_ranges(morpho_columns(train["attributes"]), train["label"])
 
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes, morpho_columns
 from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = ["PredictionWriter", "prediction_arrays"]
@@ -63,7 +63,9 @@ def prediction_arrays(
         reconstruction = module.decode(latent)
     reconstruction = reconstruction.float()
     rows["recon_mse"] = (reconstruction - x).pow(2).flatten(1).mean(dim=1)
-    rows["attributes"] = batch["attributes"].float() if "attributes" in batch else morpho_attributes(x)
+    rows["attributes"] = (
+        morpho_columns(batch["attributes"]).float() if "attributes" in batch else morpho_attributes(x)
+    )
     rows["reconstruction_attributes"] = morpho_attributes(reconstruction)
     return {key: value.detach().cpu() for key, value in rows.items()}
 

@@ -41,6 +41,9 @@ import torch
 from torch import Tensor
 
 ATTRIBUTE_NAMES: tuple[str, ...] = ("thickness", "slant", "length", "area", "width", "height")
+# attributes measured only where the data varies them, after the six in a batch's ``attributes``: the
+# intensity of the causal Morpho-MNIST (:func:`genvae.data.perturb.median_intensity`, grey levels)
+EXTRA_ATTRIBUTE_NAMES: tuple[str, ...] = ("intensity",)
 ALGORITHM_VERSION = "morpho-torch-1"  # part of the attribute cache key; bump when results change
 
 Interpolation = Literal["catmull_rom", "bspline"]
@@ -473,6 +476,12 @@ def map_chunks(fn: Callable[..., Tensor], *tensors: Tensor, chunk_size: int | No
         torch.set_num_threads(intra_op_threads)
 
 
+def morpho_columns(attributes: Tensor) -> Tensor:
+    """The :data:`ATTRIBUTE_NAMES` columns ``[N, 6]`` of a batch's attributes, which may carry extra
+    columns after them (:data:`EXTRA_ATTRIBUTE_NAMES`)."""
+    return attributes[:, : len(ATTRIBUTE_NAMES)]
+
+
 def single_channel(images: Tensor, caller: str) -> Tensor:
     """``[B, H, W]`` view of ``[B, H, W]`` or ``[B, 1, H, W]`` images; ValueError otherwise."""
     if images.dim() == 4:
@@ -482,6 +491,35 @@ def single_channel(images: Tensor, caller: str) -> Tensor:
     if images.dim() != 3:
         raise ValueError(f"{caller} expects [B, H, W] or [B, 1, H, W], got {list(images.shape)}")
     return images
+
+
+def _grey_levels(images: Tensor) -> Tensor:
+    flat = single_channel(images, "intensity")
+    return flat.double() if flat.dtype == torch.uint8 else 255.0 * flat.double().clamp(0.0, 1.0)
+
+
+def median_intensity(images: Tensor) -> Tensor:
+    """Median grey level (0..255) of the pixels at or above half of each image's range, float64 ``[N]``.
+
+    DeepSCM's ``get_intensity`` (``create_synth_thickness_intensity_data.py``; ``np.median``: the mean of the
+    two middle values for an even count): the intensity of the causal Morpho-MNIST dataset. uint8 images are
+    read as grey levels, float images as 255 * x.
+    """
+    grey = _grey_levels(images).flatten(1)
+    if len(grey) == 0:
+        return grey.new_zeros(0)
+    low, high = grey.amin(1, keepdim=True), grey.amax(1, keepdim=True)
+    mask = grey >= low + 0.5 * (high - low)
+    ordered = grey.masked_fill(~mask, math.inf).sort(1).values
+    count = mask.sum(1, keepdim=True)
+    return 0.5 * (ordered.gather(1, (count - 1) // 2) + ordered.gather(1, count // 2)).squeeze(1)
+
+
+def all_attributes(images: Tensor) -> Tensor:
+    """``[B, 7]``: :func:`morpho_attributes` and :func:`median_intensity` (order ``ATTRIBUTE_NAMES +
+    EXTRA_ATTRIBUTE_NAMES``), for consumers that measure any attribute a model may be tied to."""
+    six = morpho_attributes(images)
+    return torch.cat([six, median_intensity(images).to(six).unsqueeze(1)], dim=1)
 
 
 def morpho_attributes(

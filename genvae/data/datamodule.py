@@ -17,6 +17,7 @@ from genvae.data.attributes import (
     ALGORITHM_VERSION,
     ATTRIBUTE_NAMES,
     CPU_CHUNK,
+    EXTRA_ATTRIBUTE_NAMES,
     GPU_CHUNK,
     morpho_attributes,
 )
@@ -102,7 +103,8 @@ class MNISTDataModule(L.LightningDataModule):
         download: fetch missing files with torchvision (needs internet).
         data_on_device: move the whole dataset to the GPU when it uses less than a quarter of free memory.
         attributes: compute the six Morpho-MNIST attributes of every image at preparation (cached on disk)
-            and yield them as ``batch["attributes"]`` ``[B, 6]`` in the order of ``attribute_names``.
+            and yield them as ``batch["attributes"]`` ``[B, 6]`` in the order of ``attribute_names`` (``[B, 7]``
+            for ``morpho_thickness_intensity``: the measured intensity, grey levels, is the seventh).
         cache_dir: folder of the attribute cache; default ``root``, or ``~/.cache/genvae`` (or
             ``$XDG_CACHE_HOME/genvae``) when ``root`` is not writable.
     """
@@ -158,7 +160,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_on_device = data_on_device
         self.attributes = attributes
         self.cache_dir = cache_dir
-        self.attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES
+        # the causal dataset varies intensity: a seventh attribute, after the six
+        self.attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES + (
+            EXTRA_ATTRIBUTE_NAMES if dataset == CAUSAL_DATASET else ()
+        )
         self.image_shape: tuple[int, int, int] = (1, 28, 28)
         self.num_classes = 10
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
@@ -338,6 +343,9 @@ class MNISTDataModule(L.LightningDataModule):
         tensors["image"] = images.unsqueeze(1).contiguous()
         if self.attributes:
             tensors["attributes"] = self.split_attributes(split, images)
+            if "intensity" in self.attribute_names:
+                measured = median_intensity(images).float().unsqueeze(1)
+                tensors["attributes"] = torch.cat([tensors["attributes"], measured], dim=1)
         if generated_in is not None:
             self._report_generation(split, tensors, generated_in)
         self._raw_splits[split] = tensors

@@ -59,9 +59,11 @@ from torch.nn import functional as F  # noqa: N812
 
 from genvae.data.attributes import (
     HiresMorphology,
+    _grey_levels,
     downscale_operator,
     hires_morphology,
     map_chunks,
+    median_intensity,
     single_channel,
     unit_range,
 )
@@ -259,27 +261,6 @@ def set_thickness(images: Tensor, target: float | Tensor) -> Tensor:
     n = len(images)
     targets = per_image(target, n, "thickness target", 1e-3, MAX_THICKNESS)
     return _apply(images, _set_thickness_chunk, targets, caller="set_thickness")
-
-
-def _grey_levels(images: Tensor) -> Tensor:
-    flat = single_channel(images, "intensity")
-    return flat.double() if flat.dtype == torch.uint8 else 255.0 * flat.double().clamp(0.0, 1.0)
-
-
-def median_intensity(images: Tensor) -> Tensor:
-    """Median grey level (0..255) of the pixels at or above half of each image's range, float64 ``[N]``.
-
-    DeepSCM's ``get_intensity`` (``np.median``: the mean of the two middle values for an even count); the
-    intensity of the causal Morpho-MNIST dataset.
-    """
-    grey = _grey_levels(images).flatten(1)
-    if len(grey) == 0:
-        return grey.new_zeros(0)
-    low, high = grey.amin(1, keepdim=True), grey.amax(1, keepdim=True)
-    mask = grey >= low + 0.5 * (high - low)
-    ordered = grey.masked_fill(~mask, math.inf).sort(1).values
-    count = mask.sum(1, keepdim=True)
-    return 0.5 * (ordered.gather(1, (count - 1) // 2) + ordered.gather(1, count // 2)).squeeze(1)
 
 
 def set_intensity(images: Tensor, target: float | Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.attributes import ATTRIBUTE_NAMES, EXTRA_ATTRIBUTE_NAMES, all_attributes, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.metrics.disentanglement import rank
 
@@ -157,18 +157,18 @@ def attribute_curves(
     physical units) is measured on every decoded image and averaged over the bases (blank images, whose
     attributes are NaN, left out).
     """
-    unknown = [name for _, name in pairs if name not in ATTRIBUTE_NAMES]
+    known = ATTRIBUTE_NAMES + EXTRA_ATTRIBUTE_NAMES
+    unknown = [name for _, name in pairs if name not in known]
     if unknown:
-        raise ConfigError(
-            f"LatentTraversal: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
-        )
+        raise ConfigError(f"LatentTraversal: unknown attributes {unknown}; choose from {list(known)}")
     offsets = torch.linspace(-span, span, steps)
     if not pairs:
         return offsets, torch.zeros(0, steps)
     images = traverse(module, [d for d, _ in pairs], offsets, base_latents(module, num_bases))
     shape = images.shape[:3]  # [steps, P, K]
-    measured = morpho_attributes(images.flatten(0, 2).float()).view(*shape, -1).cpu()
-    columns = torch.tensor([ATTRIBUTE_NAMES.index(name) for _, name in pairs])
+    measure = all_attributes if any(name in EXTRA_ATTRIBUTE_NAMES for _, name in pairs) else morpho_attributes
+    measured = measure(images.flatten(0, 2).float()).view(*shape, -1).cpu()
+    columns = torch.tensor([known.index(name) for _, name in pairs])
     chosen = measured[:, torch.arange(len(pairs)), :, columns]  # [P, steps, K]
     return offsets, chosen.nanmean(dim=-1)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.data.attributes import ATTRIBUTE_NAMES, EXTRA_ATTRIBUTE_NAMES
 from genvae.errors import ConfigError
 from genvae.models.base import Batch
 from genvae.models.vae import VAE
@@ -72,10 +72,11 @@ class ARVAE(VAE):
         self.gamma = gamma
         self.delta = delta
         names = list(ATTRIBUTE_NAMES if attributes is None else attributes)
-        unknown = [name for name in names if name not in ATTRIBUTE_NAMES]
+        known = ATTRIBUTE_NAMES + EXTRA_ATTRIBUTE_NAMES
+        unknown = [name for name in names if name not in known]
         if unknown or not names or len(set(names)) != len(names):
             raise ConfigError(
-                f"model.attributes: {names} must be distinct names from {list(ATTRIBUTE_NAMES)}"
+                f"model.attributes: {names} must be distinct names from {list(known)}"
                 + (f" (unknown: {unknown})" if unknown else "")
             )
         dims = list(range(len(names)) if latent_dims is None else latent_dims)
@@ -89,7 +90,7 @@ class ARVAE(VAE):
             )
         self.regularized_attributes: tuple[str, ...] = tuple(names)
         self.regularized_dims: tuple[int, ...] = tuple(int(d) for d in dims)
-        self._attribute_columns = self._columns(ATTRIBUTE_NAMES)
+        self._attribute_columns = self._columns(known)  # the datamodule's order replaces this at setup
 
     def _columns(self, available: Sequence[str]) -> list[int]:
         missing = [name for name in self.regularized_attributes if name not in available]
