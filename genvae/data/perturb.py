@@ -8,11 +8,13 @@ Every function takes a batch of digits, uint8 ``[N, 28, 28]`` / ``[N, 1, 28, 28]
   binarised high-resolution digit of ``ImageMorphology`` at scale 4 (:func:`genvae.data.attributes.
   hires_morphology`, the measurement pipeline's upscaling and threshold), eroded / dilated by
   ``morphology.disk(r)``, ``r = int(amount * scale * mean_thickness / 2)``, then ``ImageMorphology.downscale``
-  (``pyramid_reduce(order=3)``, :func:`genvae.data.attributes.downscale_operator`, and ``uint8`` by
-  truncation). Erosion and dilation by a disk are thresholds of the exact Euclidean distance transform:
-  a pixel survives erosion iff its squared distance to the background exceeds r^2, and joins the dilation
-  iff its squared distance to the foreground is at most r^2 (the measurement pipeline's distance
-  transform, run on the complement for the latter).
+  (``pyramid_reduce(order=3)``, :func:`genvae.data.attributes.downscale_operator`, with the cubic kernel the
+  measurements use, and ``uint8`` by truncation). Erosion and dilation by a disk are thresholds of the exact
+  Euclidean distance transform: a pixel survives erosion iff its squared distance to the background
+  exceeds r^2 (the measurement pipeline's transform of the foreground), and joins the dilation iff its
+  squared distance to the foreground is at most r^2 (the same two passes on the dense background, bounded
+  by r). :func:`plain` is the binarised digit downscaled, the unperturbed images of Castro's datasets, and
+  :func:`apply_perturbations` makes their global-perturbation dataset (released settings).
 - :func:`swell` follows ``Swelling``: at a skeleton pixel drawn uniformly, the inverse radial map
   ``centre + (d / R)^(strength - 1) * offset`` for ``d < R = radius * sqrt(mean_thickness) / 2 * scale``,
   sampled bilinearly with zeros outside (``skimage.transform.warp`` order 1).
