@@ -15,6 +15,7 @@ from genvae.results.speed import (
     latent_metrics_table,
     morphometry_speed_table,
     morphometry_table,
+    perturb_table,
     speed_tables,
     training_table,
 )
@@ -159,7 +160,9 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
         "morphometry-known-answers",
         "speed-morphometry",
         "speed-latent-metrics",
+        "speed-perturb",
     }
+    assert "no perturbation benchmark" in tables["speed-perturb"]
     assert "no morphometry benchmark" in tables["morphometry-known-answers"]
     assert "no latent-metrics benchmark" in tables["speed-latent-metrics"]
 
@@ -240,3 +243,28 @@ def test_training_table_shows_the_newest_record_of_each_workload(tmp_path: Path)
     ]
     assert rows[0][5:] == ["10.20", "10.10", "10.00", "0.98", "≥ 0.95", "yes", "0.99"]
     assert rows[1][5:] == ["12.50", "10.10", "10.00", "0.80", "≥ 0.95", "no", "0.99"]
+
+
+def test_bench_perturb_json_renders(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The causal-dataset benchmark on the 300 fake digits and their target CSVs, 2 through DeepSCM's code:
+    its JSON holds the printed numbers and renders as a table row."""
+    out = tmp_path / "bench" / "perturb-test.json"
+    script = REPO / "benchmarks" / "bench_perturb.py"
+    spec = importlib.util.spec_from_file_location("bench_perturb", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = [str(script), "--data", str(tiny_mnist), "--targets", str(tiny_mnist), "--reference-images", "2"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--json", str(out)])
+    bench.main()
+    printed = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["images"] == 300 and record["reference_images"] == 2 and record["targets"] == "released"
+    assert (
+        f"{record['generation_seconds']:8.2f} s = {record['generation_ms_per_image']:.4f} ms/image" in printed
+    )
+    (row,) = body_rows(perturb_table(out.parent))
+    assert row[3:5] == ["cpu", "300"] and row[9] == f"{record['thickness_abs_error_mean']:.3f} px / " + (
+        f"{record['intensity_abs_error_mean']:.2f}"
+    )

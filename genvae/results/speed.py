@@ -2,12 +2,13 @@
 
 ``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
 ``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json`` and
-``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json`` (each with the machine, thread count,
+``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json``, ``benchmarks/bench_perturb.py``
+``perturb*.json`` (each with the machine, thread count,
 versions and load average it ran on). Each table shows the newest measurement of each workload (per
 device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older ones stay in
 their JSON files as the history. :func:`speed_tables` returns the marked README sections
-``speed-attributes``, ``speed-training``, ``morphometry-known-answers``, ``speed-morphometry`` and
-``speed-latent-metrics``.
+``speed-attributes``, ``speed-training``, ``morphometry-known-answers``, ``speed-morphometry``,
+``speed-latent-metrics`` and ``speed-perturb``.
 """
 
 from __future__ import annotations
@@ -124,6 +125,45 @@ def attributes_table(bench: Path) -> str:
         "speed-up",
     ]
     return markdown_table(header, rows)
+
+
+def perturb_table(bench: Path) -> str:
+    """The newest causal Morpho-MNIST generation record per device (``benchmarks/bench_perturb.py``): the
+    whole dataset (generation, then the morphometrics of the generated images), DeepSCM's per-image code on a
+    sample, and how close both land to the thickness targets."""
+    records = _load(bench, "perturb*.json")
+    if not records:
+        return "_no perturbation benchmark in results/bench yet_"
+    keyed = [
+        (
+            _device_kind(r),
+            [
+                *_stamp_cells(r),
+                r.get("device", "cpu"),
+                f"{r['images']:,}",
+                f"{r['dataset_seconds']:.1f} s ({r['generation_seconds']:.1f} s + {r['measurement_seconds']:.1f} s)",
+                f"{r['generation_ms_per_image']:.2f} ms",
+                f"{r['reference_ms_per_image']:.0f} ms ({r['reference_images']:,} images)",
+                f"{r['speedup']:.0f}×",
+                f"{r['thickness_abs_error_mean']:.3f} px / {r['intensity_abs_error_mean']:.2f}",
+                f"{r['sample_genvae_thickness_abs_error_mean']:.3f} / "
+                f"{r['sample_reference_thickness_abs_error_mean']:.3f} px",
+            ],
+        )
+        for r in records
+    ]
+    header = [
+        *STAMP_HEADER,
+        "device",
+        "images",
+        "dataset (generation + morphometrics)",
+        "genvae per image",
+        "DeepSCM per image",
+        "speed-up",
+        "mean |measured - target| thickness / intensity",
+        "sample: genvae / DeepSCM thickness error",
+    ]
+    return markdown_table(header, _newest_per_key(keyed))
 
 
 def training_table(bench: Path) -> str:
@@ -325,11 +365,12 @@ def _protocols(case: dict) -> list[str]:
 
 def speed_tables(bench: Path) -> dict[str, str]:
     """Marked README sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
-    ``speed-morphometry`` and ``speed-latent-metrics``."""
+    ``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb``."""
     return {
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
         "speed-morphometry": morphometry_speed_table(bench),
         "speed-latent-metrics": latent_metrics_table(bench),
+        "speed-perturb": perturb_table(bench),
     }
