@@ -12,7 +12,13 @@ from genvae.cli import main
 from genvae.data import MNISTDataModule
 from genvae.data import datamodule as datamodule_module
 from genvae.data.attributes import ATTRIBUTE_NAMES
-from genvae.data.causal import read_targets, sample_targets
+from genvae.data.causal import (
+    causal_images,
+    counterfactual_intensity,
+    read_targets,
+    sample_targets,
+    true_counterfactuals,
+)
 from genvae.data.perturb import PERTURBATIONS, median_intensity
 from genvae.models import ARVAE
 
@@ -37,6 +43,41 @@ def test_sampled_targets_follow_the_causal_model() -> None:
     correlation = torch.corrcoef(torch.stack([thickness, intensity]))[0, 1]
     inverted = torch.corrcoef(torch.stack(sample_targets(20000, seed=0, invert=True)))[0, 1]
     assert float(correlation) > 0.7 and float(inverted) < -0.7
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_counterfactual_intensity_abducts_the_mechanism_noise(invert: bool) -> None:
+    thickness, intensity = sample_targets(20000, seed=3, invert=invert)
+    # the noise recovered from each digit's targets is the N(0, 0.5) the model drew
+    loc = -2.0 * (thickness.double() - 2.0) if invert else 2.0 * (thickness.double() - 2.5)
+    noise = torch.logit((intensity.double() - 64) / 191) - loc
+    assert abs(float(noise.mean())) < 0.02 and abs(float(noise.std()) - 0.5) < 0.02
+    # the null intervention keeps intensity; an intervention and its inverse return to it
+    assert torch.allclose(
+        counterfactual_intensity(thickness, intensity, thickness, invert), intensity, atol=1e-3
+    )
+    new = thickness + 1.0
+    there = counterfactual_intensity(thickness, intensity, new, invert)
+    back = counterfactual_intensity(new, there, thickness, invert)
+    assert torch.allclose(back, intensity, atol=1e-2)
+    # thicker digits get brighter under the published mechanism, darker under the inverted one
+    assert bool(((there > intensity) if not invert else (there < intensity)).all())
+    # known value: t 2.5 -> 3.0 at noise 0 (i = 64 + 191 / 2) gives 64 + 191 sigmoid(1)
+    one = counterfactual_intensity(torch.tensor([2.5]), torch.tensor([159.5]), torch.tensor([3.0]))
+    assert float(one) == pytest.approx(64 + 191 * torch.sigmoid(torch.tensor(1.0)).item(), abs=1e-3)
+
+
+def test_the_true_counterfactual_of_the_null_intervention_is_the_digit() -> None:
+    torch.manual_seed(0)
+    sources = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    sources[:, 8:20, 12:16] = 255  # bars of stroke width 4
+    thickness, intensity = torch.tensor([2.0, 3.0, 4.0]), torch.tensor([120.0, 180.0, 230.0])
+    digits = causal_images(sources, thickness, intensity)
+    same, kept = true_counterfactuals(sources, thickness, intensity, thickness)
+    assert torch.equal(same, digits) and torch.allclose(kept, intensity, atol=1e-3)
+    thicker, brighter = true_counterfactuals(sources, thickness, intensity, thickness + 1.0)
+    assert bool((brighter > intensity).all())
+    assert bool(((thicker > 0).sum((1, 2)) > (digits > 0).sum((1, 2))).all())  # more ink
 
 
 def test_the_dataset_is_generated_once_and_read_back(tmp_path: Path) -> None:

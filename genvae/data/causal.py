@@ -27,10 +27,13 @@ from genvae.errors import ConfigError
 __all__ = [
     "CAUSAL_VERSION",
     "causal_images",
+    "counterfactual_intensity",
     "generate_causal_images",
     "read_targets",
     "sample_targets",
+    "sample_thickness",
     "target_file",
+    "true_counterfactuals",
 ]
 
 CAUSAL_VERSION = "causal-morpho-1"  # part of the image cache key; bump when the generated images change
@@ -43,6 +46,17 @@ def target_file(folder: Path, split: str) -> Path:
     return Path(folder) / _TARGET_STEMS[split]
 
 
+def sample_thickness(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` draws of the causal model's thickness marginal ``0.5 + Gamma(shape 10, rate 5)``, float64."""
+    gamma = torch._standard_gamma(torch.full((n,), 10.0, dtype=torch.float64), generator=generator)
+    return 0.5 + gamma / 5.0
+
+
+def _intensity_location(thickness: torch.Tensor, invert: bool) -> torch.Tensor:
+    """Location of the intensity logit given thickness: ``2 (t - 2.5)``, or ``-2 (t - 2)`` inverted."""
+    return -2.0 * (thickness - 2.0) if invert else 2.0 * (thickness - 2.5)
+
+
 def sample_targets(
     n: int, seed: int, invert: bool = False, noise: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +66,44 @@ def sample_targets(
     standard deviation of the logit-normal (DeepSCM's ``--scale``, 0.5).
     """
     generator = torch.Generator().manual_seed(seed)
-    gamma = torch._standard_gamma(torch.full((n,), 10.0, dtype=torch.float64), generator=generator)
-    thickness = 0.5 + gamma / 5.0
-    loc = -2.0 * (thickness - 2.0) if invert else 2.0 * (thickness - 2.5)
+    thickness = sample_thickness(n, generator)
     normal = torch.randn(n, generator=generator, dtype=torch.float64)
-    intensity = 64.0 + 191.0 * torch.sigmoid(loc + noise * normal)
+    intensity = 64.0 + 191.0 * torch.sigmoid(_intensity_location(thickness, invert) + noise * normal)
     return thickness.float(), intensity.float()
+
+
+def counterfactual_intensity(
+    thickness: torch.Tensor, intensity: torch.Tensor, new_thickness: torch.Tensor, invert: bool = False
+) -> torch.Tensor:
+    """Intensity of each digit had its thickness been ``new_thickness``, float32 ``[N]``.
+
+    Pearl's three steps on the causal model's intensity mechanism (Pawlowski et al. 2020, Sec. 4):
+    abduction of the exogenous noise ``u = logit((i - 64) / 191) - loc(t)``, action ``t := t'``, prediction
+    ``i' = 64 + 191 sigmoid(loc(t') + u)``. The noise is recovered exactly from the targets the digit was
+    made with (the logit is taken within float64's range; intensities at 64 or 255 stay there).
+    """
+    t, t_new = thickness.double(), new_thickness.double()
+    fraction = ((intensity.double() - 64.0) / 191.0).clamp(1e-12, 1.0 - 1e-12)
+    noise = torch.logit(fraction) - _intensity_location(t, invert)
+    return (64.0 + 191.0 * torch.sigmoid(_intensity_location(t_new, invert) + noise)).float()
+
+
+def true_counterfactuals(
+    sources: torch.Tensor,
+    thickness: torch.Tensor,
+    intensity: torch.Tensor,
+    new_thickness: torch.Tensor,
+    invert: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ground-truth answer to "this digit, with thickness ``t'``": ``(images, intensity')``.
+
+    A digit of the causal dataset is ``causal_images(source, t, i)`` of its MNIST source digit; under
+    ``do(thickness = t')`` the source (all other factors of the image) is unchanged, intensity follows its
+    mechanism with the digit's own noise (:func:`counterfactual_intensity`), so the true counterfactual is
+    ``causal_images(source, t', i')``. ``sources`` are the MNIST digits (uint8), the result the same kind.
+    """
+    new_intensity = counterfactual_intensity(thickness, intensity, new_thickness, invert)
+    return causal_images(sources, new_thickness, new_intensity.to(new_thickness.device)), new_intensity
 
 
 def read_targets(path: Path, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,7 +78,8 @@ class MNISTDataModule(L.LightningDataModule):
         dataset: ``mnist``, ``fashion_mnist``, or ``morpho_thickness_intensity``: the causal Morpho-MNIST of
             Pawlowski et al. 2020 (:mod:`genvae.data.causal`), generated from the MNIST files under ``root``
             at preparation and cached; its batches also carry ``thickness`` and ``intensity``, the targets
-            each digit was set to (the attributes are measured on the generated images).
+            each digit was set to (the attributes are measured on the generated images), and
+            ``source_image``, the MNIST digit it was made from (for ground-truth counterfactuals).
         causal_targets: folder of the released targets ``train-morpho.csv`` and ``t10k-morpho.csv``
             (``index,thickness,intensity``) of ``morpho_thickness_intensity``; default ``root``.
         causal_seed: instead of the released targets, draw new ones from the causal model with this seed
@@ -313,6 +314,7 @@ class MNISTDataModule(L.LightningDataModule):
         tensors = {"label": labels.long()}
         generated_in = None
         if self.dataset == CAUSAL_DATASET:
+            source = images
             thickness, intensity = self._causal_targets(split, len(images))
             images, generated_in = self._generated_images(
                 split,
@@ -323,7 +325,10 @@ class MNISTDataModule(L.LightningDataModule):
                     source, thickness, intensity, f"{self.dataset} {split}: setting thickness, intensity"
                 ),
             )
-            tensors.update(thickness=thickness, intensity=intensity)
+            # the MNIST digits they were made from: the ground truth of counterfactuals (genvae.data.causal)
+            tensors.update(
+                thickness=thickness, intensity=intensity, source_image=source.unsqueeze(1).contiguous()
+            )
         elif self.perturbation is not None:
             kinds, generator = self._perturbation_kinds(split, len(images))
             seed = torch.tensor([self.perturbation_seed])
