@@ -44,6 +44,7 @@ ATTRIBUTE_NAMES: tuple[str, ...] = ("thickness", "slant", "length", "area", "wid
 # attributes measured only where the data varies them, after the six in a batch's ``attributes``: the
 # intensity of the causal Morpho-MNIST (:func:`genvae.data.perturb.median_intensity`, grey levels)
 EXTRA_ATTRIBUTE_NAMES: tuple[str, ...] = ("intensity",)
+ALL_ATTRIBUTE_NAMES: tuple[str, ...] = ATTRIBUTE_NAMES + EXTRA_ATTRIBUTE_NAMES  # columns of all_attributes
 ALGORITHM_VERSION = "morpho-torch-1"  # part of the attribute cache key; bump when results change
 
 Interpolation = Literal["catmull_rom", "bspline"]
