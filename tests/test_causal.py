@@ -119,6 +119,16 @@ def test_a_damaged_image_cache_is_regenerated(tmp_path: Path) -> None:
     assert torch.equal(again["image"], first["image"])
 
 
+def test_targets_are_found_beside_the_mnist_folder(tmp_path: Path) -> None:
+    root = write_fake_mnist(tmp_path / "data" / "mnist", n_train=0, n_test=16)
+    (tmp_path / "data" / "morpho_causal").mkdir()
+    (root / "t10k-morpho.csv").rename(tmp_path / "data" / "morpho_causal" / "t10k-morpho.csv")
+    split = causal_module_for(root, tmp_path / "cache").load_split("test")
+    expected = read_targets(tmp_path / "data" / "morpho_causal" / "t10k-morpho.csv", 16)
+    assert torch.equal(split["thickness"], expected[0]) and torch.equal(split["intensity"], expected[1])
+    assert split["source_image"].shape == split["image"].shape and split["source_image"].dtype == torch.uint8
+
+
 def test_seeded_targets_make_a_new_dataset(tmp_path: Path) -> None:
     root = write_fake_mnist(tmp_path / "data", n_train=0, n_test=32)
     (root / "t10k-morpho.csv").unlink()  # not needed with a seed

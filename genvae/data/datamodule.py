@@ -81,7 +81,8 @@ class MNISTDataModule(L.LightningDataModule):
             each digit was set to (the attributes are measured on the generated images), and
             ``source_image``, the MNIST digit it was made from (for ground-truth counterfactuals).
         causal_targets: folder of the released targets ``train-morpho.csv`` and ``t10k-morpho.csv``
-            (``index,thickness,intensity``) of ``morpho_thickness_intensity``; default ``root``.
+            (``index,thickness,intensity``) of ``morpho_thickness_intensity``; default ``root``, or
+            ``<root>/../morpho_causal`` when the CSVs are there.
         causal_seed: instead of the released targets, draw new ones from the causal model with this seed
             (the train split with generator seed ``2 * causal_seed``, the test split ``2 * causal_seed + 1``).
         causal_invert: with ``causal_seed``, the inverted mechanism (intensity falls with thickness).
@@ -362,8 +363,17 @@ class MNISTDataModule(L.LightningDataModule):
         if self.causal_seed is not None:
             seed = 2 * self.causal_seed + (split == "test")
             return sample_targets(n_images, seed, invert=self.causal_invert)
-        folder = Path(self.causal_targets) if self.causal_targets is not None else self.root
-        return read_targets(target_file(folder, split), n_images)
+        return read_targets(target_file(self._causal_target_folder(split), split), n_images)
+
+    def _causal_target_folder(self, split: Split) -> Path:
+        """``causal_targets``; else ``root``, or ``<root>/../morpho_causal`` (a data folder holding ``mnist/``
+        and ``morpho_causal/`` side by side) when only that one has the split's CSV."""
+        if self.causal_targets is not None:
+            return Path(self.causal_targets)
+        sibling = self.root.parent / "morpho_causal"
+        if not target_file(self.root, split).is_file() and target_file(sibling, split).is_file():
+            return sibling
+        return self.root
 
     def _generated_images(
         self, split: Split, source: torch.Tensor, version: str, keys: tuple[torch.Tensor, ...], make
