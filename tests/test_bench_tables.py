@@ -154,6 +154,7 @@ def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> Non
 def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -> None:
     tables = speed_tables(tmp_path)
     assert set(tables) == {
+        "speed-summary",
         "speed-attributes",
         "speed-training",
         "morphometry-known-answers",
