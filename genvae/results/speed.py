@@ -7,7 +7,8 @@ versions and load average it ran on). Each table shows the newest measurement of
 device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older ones stay in
 their JSON files as the history. :func:`speed_tables` returns the marked sections ``speed-attributes``,
 ``speed-training``, ``morphometry-known-answers``, ``speed-morphometry`` and ``speed-latent-metrics`` (the
-docs pages) and ``speed-summary`` (the README's short table of the newest attribute and training figures).
+docs pages), ``speed-history`` (every record file) and ``speed-summary`` (the README's short table of the
+newest attribute and training figures).
 """
 
 from __future__ import annotations
@@ -365,11 +366,45 @@ def summary_table(bench: Path) -> str:
     return markdown_table(header, rows)
 
 
+HISTORY = {  # file prefix -> the benchmark that writes it
+    "attributes": "benchmarks/bench_attributes.py",
+    "training": "benchmarks/bench_training.py",
+    "morphometry": "benchmarks/bench_morphometry.py",
+    "latent-metrics": "benchmarks/bench_latent_metrics.py",
+}
+
+
+def history_table(bench: Path) -> str:
+    """Every benchmark record of ``bench`` (the history the other tables show the newest of), oldest first:
+    its file under ``results/bench/``, the benchmark that wrote it, its date, device kind and machine."""
+    rows = []
+    for prefix, script in HISTORY.items():
+        for path in sorted(bench.glob(f"{prefix}-*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except ValueError:
+                continue
+            rows.append(
+                [
+                    f"`results/bench/{path.name}`",
+                    f"`{script}`",
+                    _date(record),
+                    _device_kind(record),
+                    _machine(record),
+                ]
+            )
+    if not rows:
+        return "_no benchmark in results/bench yet_"
+    rows.sort(key=lambda row: (row[2], row[0]))
+    return markdown_table(["file", "written by", "date", "device", "machine"], rows)
+
+
 def speed_tables(bench: Path) -> dict[str, str]:
     """Marked sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
-    ``speed-morphometry``, ``speed-latent-metrics`` and ``speed-summary``."""
+    ``speed-morphometry``, ``speed-latent-metrics``, ``speed-summary`` and ``speed-history``."""
     return {
         "speed-summary": summary_table(bench),
+        "speed-history": history_table(bench),
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
