@@ -285,7 +285,8 @@ def test_results_benchmark_and_export_help_name_their_docs_page(
     with pytest.raises(SystemExit) as stop:
         if target.endswith(".py"):
             runpy.run_path(str(REPO / target), run_name="__main__")
-        else:
+        else:  # as `python -m`: the module runs fresh (runpy warns when it was imported before)
+            monkeypatch.delitem(sys.modules, target, raising=False)
             runpy.run_module(target, run_name="__main__", alter_sys=True)
     assert stop.value.code == 0
     text = one_line(capsys.readouterr().out)
