@@ -11,7 +11,7 @@ PRESET ?= cpu
 SEEDS ?= 0 1 2
 EXPERIMENTS ?= classifier ae vae betavae arvae vqvae vqvae_prior
 
-.PHONY: install test lint format bench gpu-check fit results clean
+.PHONY: install test lint format docs docs-serve bench gpu-check fit results clean
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# the documentation site (mkdocs.yml, docs/): strict, so a broken link, anchor or API reference fails
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --data $(DATA) || exit 1; done
 
@@ -43,7 +50,7 @@ fit: install
 	$(BIN)/genvae fit --config experiments/vqvae.yaml --data.init_args.root $(DATA)
 
 clean:
-	rm -rf $(VENV) lightning_logs runs wandb .pytest_cache .ruff_cache
+	rm -rf $(VENV) lightning_logs runs wandb site .pytest_cache .ruff_cache
 
 results: install
 	$(BIN)/python -m genvae.results run --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) --data $(DATA)

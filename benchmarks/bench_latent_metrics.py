@@ -77,7 +77,7 @@ def checkpoint_latents(checkpoint: Path, model: str, data: str) -> tuple[torch.T
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--n", type=int, default=10000, help="synthetic examples")
     parser.add_argument("--dims", type=int, default=16, help="synthetic latent dims (>= 6)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a VAE-family checkpoint instead")

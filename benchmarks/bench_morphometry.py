@@ -82,7 +82,7 @@ def model_samples(path: Path, count: int, device: torch.device) -> tuple[str, to
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--data", required=True, help="folder with t10k-images-idx3-ubyte(.gz)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)

@@ -196,7 +196,7 @@ def timed_run(cmd: list[str], log: Path) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--data", help="folder with the MNIST IDX files")
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--steps", nargs=2, type=int, default=[100, 600], metavar=("SHORT", "LONG"))

@@ -171,7 +171,7 @@ def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder with the MNIST IDX files")
     parser.add_argument(
         "--device", default="cuda", help="cuda[:i] (default) or cpu (with --quick, for tests)"

@@ -106,8 +106,32 @@ def prepare_wandb_logger(logger: WandbLogger) -> None:
         Path(init["dir"]).mkdir(parents=True, exist_ok=True)
 
 
+# One line per subcommand for ``--help``: what it does in genvae, and the docs page that explains it.
+SUBCOMMAND_HELP: dict[str, str] = {
+    "fit": "Train a model from its experiment YAML (--ckpt_path resumes a run). Explained in docs/models.md.",
+    "validate": "Evaluate a checkpoint on the validation set. Explained in docs/evaluation.md.",
+    "test": "Evaluate a checkpoint on the test set; add an overlay of experiments/eval/ for every metric. "
+    "Explained in docs/evaluation.md.",
+    "predict": "Write the latents, codes and attributes of every test digit to predictions.npz. "
+    "Explained in docs/evaluation.md.",
+}
+DESCRIPTION = (
+    "genvae: train, evaluate and compare generative autoencoders on MNIST-family images (docs/index.md). "
+    "`genvae edit --help`: attribute edits in physical units (docs/latent-control.md)."
+)
+
+
 class GenVAECLI(LightningCLI):
     """LightningCLI with the data -> model links genvae relies on, and the defaults of every run."""
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """LightningCLI's subcommands, each described (in its own ``--help`` and in ``genvae --help``) by
+        :data:`SUBCOMMAND_HELP` instead of the first line of the ``Trainer`` method's docstring."""
+        for name, text in SUBCOMMAND_HELP.items():
+            kwargs[name] = {"description": text, **kwargs.get(name, {})}
+        super()._add_subcommands(parser, **kwargs)
+        for choice in parser._subcommands_action._choices_actions:  # the lines of `genvae --help`
+            choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
@@ -189,6 +213,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> GenVAECLI:
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": []},  # filled by GenVAECLI.instantiate_trainer
+        parser_kwargs={"description": DESCRIPTION},
         args=args,
         run=run,
     )

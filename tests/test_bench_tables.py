@@ -155,6 +155,8 @@ def test_latent_metrics_rows_per_case_old_and_new_records(tmp_path: Path) -> Non
 def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -> None:
     tables = speed_tables(tmp_path)
     assert set(tables) == {
+        "speed-summary",
+        "speed-history",
         "speed-attributes",
         "speed-training",
         "morphometry-known-answers",
@@ -268,3 +270,31 @@ def test_bench_perturb_json_renders(
     assert row[3:5] == ["cpu", "300"] and row[9] == f"{record['thickness_abs_error_mean']:.3f} px / " + (
         f"{record['intensity_abs_error_mean']:.2f}"
     )
+
+
+def test_summary_shows_the_newest_attribute_and_training_figures_and_history_lists_every_file(
+    tmp_path: Path,
+) -> None:
+    from genvae.results.speed import history_table, summary_table
+
+    attributes = {"hardware": HARDWARE, "device": "cpu", "images": 10000, "genvae_seconds": 3.0}
+    attributes |= {"genvae_ms_per_image": 0.3, "reference_images": 2000, "reference_ms_per_image": 24.0}
+    (tmp_path / "attributes-a.json").write_text(json.dumps({**attributes, "date": "2026-12-01 09:00"}))
+    newer = {**attributes, "date": "2026-12-02 09:00", "genvae_ms_per_image": 0.25}
+    (tmp_path / "attributes-b.json").write_text(json.dumps(newer))
+    (tmp_path / "training-a.json").write_text(json.dumps(training_record("2026-12-01 10:00", {"vae": 20.0})))
+    (tmp_path / "training-b.json").write_text(json.dumps(training_record("2026-12-02 10:00", {"vae": 12.5})))
+    rows = body_rows(summary_table(tmp_path))
+    assert [row[:5] for row in rows] == [
+        ["Morpho-MNIST attributes of 10,000 digits", "cpu", "0.250 ms / image", rows[0][3], "96.0× faster"],
+        ["training step: vae label", "cpu", "12.50 ms (`genvae fit`)", rows[1][3], "plain / genvae = 0.80"],
+    ]
+    assert rows[1][5].startswith("2026-12-02 10:00, 2-core Xeon")
+    history = body_rows(history_table(tmp_path))
+    assert [(row[0], row[2]) for row in history] == [
+        ("`results/bench/attributes-a.json`", "2026-12-01 09:00"),
+        ("`results/bench/training-a.json`", "2026-12-01 10:00"),
+        ("`results/bench/attributes-b.json`", "2026-12-02 09:00"),
+        ("`results/bench/training-b.json`", "2026-12-02 10:00"),
+    ]
+    assert "no benchmark" in summary_table(tmp_path / "empty")

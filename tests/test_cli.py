@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from genvae.cli import main
+from genvae.cli import SUBCOMMAND_HELP, main
 from genvae.models import VAE
 
 from .conftest import REPO
@@ -223,3 +224,70 @@ def test_console_script_and_module_entry_points(tiny_mnist: Path, tmp_path: Path
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "epoch 1/1 step 2 | train/loss_epoch" in result.stdout
+
+
+def one_line(text: str) -> str:
+    """Help text with argparse's line wrapping undone (it may also break a path after a hyphen)."""
+    return re.sub(r"-\s+", "-", " ".join(text.split()))
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "page"),
+    [
+        ("fit", "docs/models.md"),
+        ("validate", "docs/evaluation.md"),
+        ("test", "docs/evaluation.md"),
+        ("predict", "docs/evaluation.md"),
+        ("edit", "docs/latent-control.md"),
+    ],
+)
+def test_subcommand_help_says_what_it_does_and_where_it_is_explained(
+    subcommand: str, page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([subcommand, "--help"])
+    assert stop.value.code == 0
+    text = one_line(capsys.readouterr().out)
+    assert f"Explained in {page}" in text and (REPO / page).is_file()
+    if subcommand in SUBCOMMAND_HELP:  # not Lightning's Trainer docstring
+        assert one_line(SUBCOMMAND_HELP[subcommand]) in text
+
+
+def test_console_script_help_lists_every_subcommand_with_its_page() -> None:
+    script = Path(sys.executable).with_name("genvae")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=300, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = one_line(result.stdout)
+    for line in SUBCOMMAND_HELP.values():
+        assert one_line(line) in text
+    assert "docs/index.md" in text and "genvae edit --help" in text
+
+
+HELP_PAGES = {
+    "genvae.results": "docs/results.md",
+    "genvae.results run": "docs/results.md",
+    "genvae.results tables": "docs/results.md",
+    "genvae.data.export": "docs/data.md",
+    **{f"benchmarks/{path.name}": "docs/speed.md" for path in sorted((REPO / "benchmarks").glob("*.py"))},
+}
+
+
+@pytest.mark.parametrize(("command", "page"), HELP_PAGES.items())
+def test_results_benchmark_and_export_help_name_their_docs_page(
+    command: str, page: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--help`` of the results runner (and its subcommands), each benchmark and the attribute export, run
+    as ``python -m`` / ``python benchmarks/...`` would (in this process: their imports are loaded already)."""
+    import runpy
+
+    target, *subcommand = command.split()
+    monkeypatch.setattr(sys, "argv", [target, *subcommand, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        if target.endswith(".py"):
+            runpy.run_path(str(REPO / target), run_name="__main__")
+        else:  # as `python -m`: the module runs fresh (runpy warns when it was imported before)
+            monkeypatch.delitem(sys.modules, target, raising=False)
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+    assert stop.value.code == 0
+    text = one_line(capsys.readouterr().out)
+    assert page in text and (REPO / page).is_file(), text[:400]

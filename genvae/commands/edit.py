@@ -77,8 +77,9 @@ def parse_indices(text: str, count: int | None = None) -> range:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genvae edit",
-        description="Edit test digits in physical units of their Morpho-MNIST attributes. Other arguments "
-        "(--data.init_args.root ...) go to the config parser of genvae fit/test.",
+        description="Edit test digits in physical units of their Morpho-MNIST attributes and measure the "
+        "edits. Explained in docs/latent-control.md. Other arguments (--data.init_args.root ...) go to the "
+        "config parser of genvae fit/test.",
     )
     parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of the model")

@@ -37,7 +37,10 @@ def export_attributes_csv(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m genvae.data.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m genvae.data.export",
+        description=f"{__doc__.splitlines()[0]} Explained in docs/data.md.",
+    )
     parser.add_argument("--root", required=True, help="folder with the raw IDX files")
     parser.add_argument("--split", choices=["train", "test"], default="test")
     parser.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")

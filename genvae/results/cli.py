@@ -13,9 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m genvae.results", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m genvae.results",
+        description="Train and test every experiment of the results tables over seeds, and render the tables "
+        "of README.md and docs/. Explained in docs/results.md.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train + test every (experiment, seed), then aggregate and render")
+    run_help = "train + test every (experiment, seed), then aggregate and render (docs/results.md)"
+    run = sub.add_parser("run", help=run_help, description=f"{run_help[0].upper()}{run_help[1:]}.")
     run.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--experiments", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
@@ -37,7 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="test finished runs again from their checkpoints (after a change of the evaluation)",
     )
     run.add_argument("--no-render", action="store_true", help="skip the summary, tables and figures")
-    tables = sub.add_parser("tables", help="aggregate results/runs and render the tables and figures")
+    tables_help = (
+        "aggregate results/runs and results/bench and render the tables and figures of README.md and "
+        "docs/ (docs/results.md, docs/speed.md)"
+    )
+    tables = sub.add_parser(
+        "tables", help=tables_help, description=f"{tables_help[0].upper()}{tables_help[1:]}."
+    )
     tables.add_argument("--out", type=Path, default=REPO / "results")
     tables.add_argument("--data", type=Path, default=None, help="MNIST folder (for the random-latent row)")
     return parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""The README's figures, from the result folders: test-time figures of seed 0 and codebook usage over training.
+"""The figures of the README and the docs pages, from the result folders: test-time figures of seed 0 and
+codebook usage over training.
 
 Figures logged by ``genvae test`` (PNG under the run's log dir, copied by the runner into
 ``results/runs/<experiment>/seed<k>/figures/``) are copied to ``docs/figures/<experiment>_<key>.png``; the
@@ -13,9 +14,9 @@ from pathlib import Path
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, png_bytes
 
-__all__ = ["README_FIGURES", "codebook_usage_figure", "render_figures"]
+__all__ = ["README_FIGURES", "codebook_usage_figure", "figure_groups", "figure_sections", "render_figures"]
 
-# README figure groups (marker name) -> (experiment, figure key under figures/, caption); seed 0 of each
+# figure groups (marker name) -> (experiment, figure key under figures/, caption); seed 0 of each
 README_FIGURES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "figures-latent": (
         ("arvae", "test_traversal_grid", "AR-VAE traversal: one regularized dim per column, −3σ to +3σ"),
@@ -43,22 +44,42 @@ README_FIGURES: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 
 
-def render_figures(runs: Path, docs: Path) -> dict[str, str]:
-    """Copy the README figures of seed 0 into ``docs`` and return each group's Markdown (existing files only)."""
+def figure_groups(runs: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each figure group's ``(caption, file name under docs/figures)`` pairs whose seed-0 source exists."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for group, figures in README_FIGURES.items():
+        groups[group] = [
+            (caption, f"{experiment}_{key}.png")
+            for experiment, key, caption in figures
+            if (runs / experiment / "seed0" / "figures" / f"{key}.png").is_file()
+        ]
+    return groups
+
+
+def figure_sections(groups: dict[str, list[tuple[str, str]]], base: str) -> dict[str, str]:
+    """The Markdown of each figure group, images linked as ``<base>/<file>`` (``base``: the figures folder
+    relative to the page that shows them: ``docs/figures`` from the README, ``figures`` from a docs page)."""
+    return {
+        group: "\n".join(f"![{caption}]({base}/{name})" for caption, name in items)
+        if items
+        else "_no figure from the runs yet_"
+        for group, items in groups.items()
+    }
+
+
+def render_figures(runs: Path, docs: Path) -> dict[str, list[tuple[str, str]]]:
+    """Draw the codebook-usage figure, copy the figures of seed 0 into ``docs`` and return
+    :func:`figure_groups` (existing files only)."""
     usage = codebook_usage_figure(sorted((runs / "vqvae").glob("seed*/fit_metrics.csv")))
     if usage is not None:
         atomic_write_bytes(runs / "vqvae" / "seed0" / "figures" / "codebook_usage.png", png_bytes(usage))
-    sections = {}
-    for group, figures in README_FIGURES.items():
-        links = []
-        for experiment, key, caption in figures:
+    groups = figure_groups(runs)
+    for figures in README_FIGURES.values():
+        for experiment, key, _ in figures:
             source = runs / experiment / "seed0" / "figures" / f"{key}.png"
             if source.is_file():
-                target = docs / f"{experiment}_{key}.png"
-                atomic_write_bytes(target, source.read_bytes())
-                links.append(f"![{caption}](docs/figures/{target.name})")
-        sections[group] = "\n".join(links) if links else "_no figure from the runs yet_"
-    return sections
+                atomic_write_bytes(docs / f"{experiment}_{key}.png", source.read_bytes())
+    return groups
 
 
 def _epoch_series(path: Path, key: str) -> tuple[list[float], list[float]]:

@@ -1,10 +1,12 @@
-"""Aggregate the per-run metrics JSONs into ``summary.csv`` and render the README's tables and figures.
+"""Aggregate the per-run metrics JSONs into ``summary.csv`` and render the tables and figures of the README
+and the docs pages.
 
-Everything a reader sees in the README's results and speed sections comes from here: the Markdown tables
-between ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` markers are replaced by tables built
-from ``results/summary.csv`` (and ``results/bench/*.json``), and the figures are copied or drawn into
-``docs/figures/``. Nothing is typed by hand except the published reference values of
-:data:`PAPER_VALUES`, each cited.
+Everything a reader sees in the results and speed sections of ``README.md`` and ``docs/*.md`` comes from
+here: the Markdown between ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` markers, in any of
+those pages, is replaced by the section ``<name>`` built from ``results/summary.csv`` (and
+``results/bench/*.json``), and the figures are copied or drawn into ``docs/figures/`` and linked relative
+to each page. Nothing is typed by hand except the published reference values of :data:`PAPER_VALUES`,
+each cited.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 from collections import defaultdict
@@ -23,7 +26,16 @@ from pathlib import Path
 from genvae.results.markdown import markdown_table
 from genvae.utils.atomic import atomic_write_bytes
 
-__all__ = ["Summary", "aggregate", "render_all", "replace_marked_sections"]
+__all__ = [
+    "Summary",
+    "aggregate",
+    "build_sections",
+    "marker_names",
+    "page_sections",
+    "pages",
+    "render_all",
+    "replace_marked_sections",
+]
 
 # Pati & Lerch 2020 ("Attribute-based regularization of latent spaces for variational auto-encoders",
 # Neural Computing and Applications), Table 3, Morpho-MNIST, mean over their runs: beta-VAE and AR-VAE.
@@ -165,9 +177,11 @@ def _provenance(summary: Summary, experiments: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def latent_table(summary: Summary) -> str:
+def latent_table(
+    summary: Summary, experiments: Iterable[str] = ("random_latent", "ae", "vae", "betavae", "arvae")
+) -> str:
     """Latent-space metrics of every model with a latent, the random-latent row first."""
-    experiments = [e for e in ("random_latent", "ae", "vae", "betavae", "arvae") if e in summary.runs]
+    experiments = [e for e in experiments if e in summary.runs]
     columns = [
         ("interpretability", "test/interpretability", 3, 1.0, ""),
         ("MIG", "test/mig", 3, 1.0, ""),
@@ -369,7 +383,13 @@ def runs_table(summary: Summary) -> str:
     return f"{table}\n\nAll runs together: {total:.0f} min of wall time."
 
 
+def headline_table(summary: Summary) -> str:
+    """The README's table: AR-VAE against β-VAE and the paper's values, beside the random-latent row."""
+    return latent_table(summary, ("random_latent", "betavae", "arvae"))
+
+
 TABLES: dict[str, Callable[[Summary], str]] = {
+    "headline": headline_table,
     "runs": runs_table,
     "latent": latent_table,
     "arvae-attributes": per_attribute_table,
@@ -381,7 +401,7 @@ TABLES: dict[str, Callable[[Summary], str]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- README
+# ---------------------------------------------------------------------------------------------- pages
 _MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -397,22 +417,51 @@ def replace_marked_sections(text: str, sections: dict[str, str]) -> str:
     return _MARKER.sub(substitute, text)
 
 
-def render_all(out: Path, data: Path | None, repo: Path) -> None:
-    """Write ``summary.csv`` and ``tables/*.md`` under ``out`` and update the README and docs figures."""
-    from genvae.results.figures import render_figures
+def marker_names(text: str) -> list[str]:
+    """The NAME of every marked section of ``text``, in order."""
+    return [match.group("name") for match in _MARKER.finditer(text)]
+
+
+def pages(repo: Path) -> list[Path]:
+    """The pages whose marked sections the command renders: ``README.md`` and every ``docs/**/*.md``."""
+    candidates = [repo / "README.md", *sorted((repo / "docs").rglob("*.md"))]
+    return [page for page in candidates if page.is_file()]
+
+
+def build_sections(out: Path) -> tuple[Summary, dict[str, str]]:
+    """The summary of ``<out>/runs`` and every table section (results and benchmarks), by marker name."""
     from genvae.results.speed import speed_tables
 
     summary = aggregate(out / "runs")
-    atomic_write_bytes(out / "summary.csv", summary.to_csv().encode())
     sections = {name: build(summary) for name, build in TABLES.items()}
     sections.update(speed_tables(out / "bench"))
+    return summary, sections
+
+
+def page_sections(
+    page: Path, repo: Path, sections: dict[str, str], figures: dict[str, list[tuple[str, str]]]
+) -> dict[str, str]:
+    """``sections`` plus the figure groups, their images linked relative to ``page``."""
+    from genvae.results.figures import figure_sections
+
+    base = Path(os.path.relpath(repo / "docs" / "figures", page.parent)).as_posix()
+    return {**sections, **figure_sections(figures, base)}
+
+
+def render_all(out: Path, data: Path | None, repo: Path) -> None:
+    """Write ``summary.csv`` and ``tables/*.md`` under ``out``; when ``out`` is the repository's ``results``,
+    also the docs figures and the marked sections of every page of :func:`pages`."""
+    from genvae.results.figures import render_figures
+
+    summary, sections = build_sections(out)
+    atomic_write_bytes(out / "summary.csv", summary.to_csv().encode())
     for name, body in sections.items():
         atomic_write_bytes(out / "tables" / f"{name}.md", (body.rstrip() + "\n").encode())
-    readme = repo / "README.md"
-    if out.resolve() == (repo / "results").resolve() and readme.is_file():
-        sections.update(render_figures(out / "runs", repo / "docs" / "figures"))
-        text = readme.read_text()
-        updated = replace_marked_sections(text, sections)
-        if updated != text:
-            atomic_write_bytes(readme, updated.encode())
+    if out.resolve() == (repo / "results").resolve():
+        figures = render_figures(out / "runs", repo / "docs" / "figures")
+        for page in pages(repo):
+            text = page.read_text()
+            updated = replace_marked_sections(text, page_sections(page, repo, sections, figures))
+            if updated != text:
+                atomic_write_bytes(page, updated.encode())
     print(f"results: {len(summary.rows)} metric rows -> {out / 'summary.csv'}; tables -> {out / 'tables'}")

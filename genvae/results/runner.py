@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +94,15 @@ class ResultsRunner:
         log: where progress lines go.
     """
 
-    def __init__(self, preset: Preset, data: Path, runs: Path, work: Path, repo: Path, log=print) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        preset: Preset,
+        data: Path,
+        runs: Path,
+        work: Path,
+        repo: Path,
+        log: Callable[[str], object] = print,
+    ) -> None:
         self.preset = preset
         self.data = Path(data).resolve()
         self.runs = Path(runs)

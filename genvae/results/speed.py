@@ -1,14 +1,15 @@
-"""The README's benchmark tables, from the benchmark JSON files under ``results/bench/``.
+"""The benchmark tables of the README and the docs, from the benchmark JSON files under ``results/bench/``.
 
 ``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
-``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json`` and
-``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json``, ``benchmarks/bench_perturb.py``
-``perturb*.json`` (each with the machine, thread count,
-versions and load average it ran on). Each table shows the newest measurement of each workload (per
-device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older ones stay in
-their JSON files as the history. :func:`speed_tables` returns the marked README sections
-``speed-attributes``, ``speed-training``, ``morphometry-known-answers``, ``speed-morphometry``,
-``speed-latent-metrics`` and ``speed-perturb``.
+``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json``,
+``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json`` and ``benchmarks/bench_perturb.py``
+``perturb*.json`` (each with the machine, thread count, versions and load average it ran on). Each table
+shows the newest measurement of each workload (per device kind: a CPU and a GPU time are two rows), with
+its date, machine and load; the older ones stay in their JSON files as the history. :func:`speed_tables`
+returns the marked sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
+``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb`` (the docs pages), ``speed-history``
+(every record file) and ``speed-summary`` (the README's short table of the newest attribute and training
+figures).
 """
 
 from __future__ import annotations
@@ -160,17 +161,14 @@ def perturb_table(bench: Path) -> str:
         "genvae per image",
         "DeepSCM per image",
         "speed-up",
-        "mean |measured - target| thickness / intensity",
+        "mean abs. error to target: thickness / intensity",
         "sample: genvae / DeepSCM thickness error",
     ]
     return markdown_table(header, _newest_per_key(keyed))
 
 
-def training_table(bench: Path) -> str:
-    """The newest marginal-step-time record per workload and device (``benchmarks/bench_training.py``):
-    ``genvae fit`` as users run it vs the plain PyTorch loop, and a bare Lightning Trainer (the floor of
-    Lightning's own loop) where the record has it. Older records (other kinds, or superseded
-    ones) stay in results/bench as the history."""
+def _newest_training(bench: Path) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """``(workload, device kind) -> (record, workload entry)`` of the newest marginal-step-time record."""
     newest: dict[tuple[str, str], tuple[dict, dict]] = {}
     for record in _load(bench, "training*.json"):
         if record.get("kind") != "marginal_step_time":
@@ -178,6 +176,15 @@ def training_table(bench: Path) -> str:
         device = "cuda" if str(record.get("device", "cpu")).startswith("cuda") else "cpu"
         for name, workload in record["workloads"].items():
             newest[(name, device)] = (record, workload)  # records are sorted oldest first
+    return newest
+
+
+def training_table(bench: Path) -> str:
+    """The newest marginal-step-time record per workload and device (``benchmarks/bench_training.py``):
+    ``genvae fit`` as users run it vs the plain PyTorch loop, and a bare Lightning Trainer (the floor of
+    Lightning's own loop) where the record has it. Older records (other kinds, or superseded
+    ones) stay in results/bench as the history."""
+    newest = _newest_training(bench)
     if not newest:
         return "_no training benchmark in results/bench yet_"
     rows = []
@@ -363,10 +370,82 @@ def _protocols(case: dict) -> list[str]:
     return [k for k, v in case.items() if isinstance(v, dict) and "seconds" in v and k != "reference"]
 
 
+def summary_table(bench: Path) -> str:
+    """The front page's speed figures: the newest attribute measurement per device kind against the
+    scikit-image reference, and the newest training step time per workload against a plain PyTorch loop."""
+    rows = []
+    newest_attributes: dict[str, dict] = {}
+    for record in _load(bench, "attributes*.json"):
+        newest_attributes[_device_kind(record)] = record
+    for device, r in newest_attributes.items():
+        rows.append(
+            [
+                f"Morpho-MNIST attributes of {r['images']:,} digits",
+                device,
+                f"{r['genvae_ms_per_image']:.3f} ms / image",
+                f"{r['reference_ms_per_image']:.1f} ms / image (scikit-image reference)",
+                f"{r['reference_ms_per_image'] / r['genvae_ms_per_image']:.1f}× faster",
+                f"{_date(r)}, {_machine(r)}",
+            ]
+        )
+    for (_, device), (record, w) in _newest_training(bench).items():
+        ms = w["ms_per_step"]
+        rows.append(
+            [
+                f"training step: {w['label']}",
+                device,
+                f"{ms['genvae']:.2f} ms (`genvae fit`)",
+                f"{ms['plain']:.2f} ms (plain PyTorch loop)",
+                f"plain / genvae = {w['ratio_plain_over_genvae']:.2f}",
+                f"{_date(record)}, {_machine(record)}",
+            ]
+        )
+    if not rows:
+        return "_no benchmark in results/bench yet_"
+    header = ["workload", "device", "genvae", "baseline", "ratio", "measured"]
+    return markdown_table(header, rows)
+
+
+HISTORY = {  # file prefix -> the benchmark that writes it
+    "attributes": "benchmarks/bench_attributes.py",
+    "training": "benchmarks/bench_training.py",
+    "morphometry": "benchmarks/bench_morphometry.py",
+    "latent-metrics": "benchmarks/bench_latent_metrics.py",
+    "perturb": "benchmarks/bench_perturb.py",
+}
+
+
+def history_table(bench: Path) -> str:
+    """Every benchmark record of ``bench`` (the history the other tables show the newest of), oldest first:
+    its file under ``results/bench/``, the benchmark that wrote it, its date, device kind and machine."""
+    rows = []
+    for prefix, script in HISTORY.items():
+        for path in sorted(bench.glob(f"{prefix}-*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except ValueError:
+                continue
+            rows.append(
+                [
+                    f"`results/bench/{path.name}`",
+                    f"`{script}`",
+                    _date(record),
+                    _device_kind(record),
+                    _machine(record),
+                ]
+            )
+    if not rows:
+        return "_no benchmark in results/bench yet_"
+    rows.sort(key=lambda row: (row[2], row[0]))
+    return markdown_table(["file", "written by", "date", "device", "machine"], rows)
+
+
 def speed_tables(bench: Path) -> dict[str, str]:
-    """Marked README sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
-    ``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb``."""
+    """Marked sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
+    ``speed-morphometry``, ``speed-latent-metrics``, ``speed-perturb``, ``speed-summary`` and ``speed-history``."""
     return {
+        "speed-summary": summary_table(bench),
+        "speed-history": history_table(bench),
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
