@@ -11,13 +11,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.backbones import build_backbone
+from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.errors import ConfigError
 from genvae.metrics.disentanglement import reconstruction_accuracy
 from genvae.metrics.evaluation import EvaluationCollector
+from genvae.models.conditioning import (
+    LABEL,
+    Condition,
+    ConditionEmbedding,
+    batch_condition,
+    check_condition_names,
+)
 from genvae.models.optim import adam
 from genvae.models.running_means import RunningMeans
 from genvae.utils.lightning import is_logging_step
 
 Batch = dict[str, Tensor]
+
+__all__ = ["Batch", "GenerativeModel", "StagedModule", "VectorLatentModel", "batch_condition"]
 
 #: checkpoint key of the training epoch's running sums (see :meth:`StagedModule.on_save_checkpoint`)
 RUNNING_MEANS_KEY = "genvae_running_means"
@@ -211,6 +222,28 @@ class GenerativeModel(StagedModule):
         self.backbone = build_backbone(backbone, self.image_shape, backbone_kwargs)
         self.lr = lr
         self.weight_decay = weight_decay
+        self.condition_embedding = None
+
+    # ----------------------------------------------------------- condition
+    #: Names of the condition the model's networks receive (``label`` and/or attribute names; see
+    #: :mod:`genvae.models.conditioning`); empty for an unconditional model.
+    condition_names: tuple[str, ...] = ()
+    condition_embedding: ConditionEmbedding | None  # set in __init__; a module of conditional models
+    #: Column of ``batch["attributes"]`` of each attribute condition (the datamodule's order, set at setup).
+    condition_columns: dict[str, int] = {}
+
+    def condition_vector(self, condition: Condition | None) -> Tensor | None:
+        """The embedded ``condition`` ``[N, width]`` of a conditional model, None for an unconditional one; a
+        ConfigError when a conditional model gets none or an unconditional one gets a non-empty one."""
+        who = type(self).__name__
+        if self.condition_embedding is None:
+            if condition:
+                raise ConfigError(
+                    f"{who} is not conditional; it cannot take the condition {sorted(condition)}"
+                )
+            return None
+        self.condition_embedding.check(condition, who)
+        return self.condition_embedding(condition)
 
     # ----------------------------------------------------------- interface
     def losses(self, batch: Batch) -> dict[str, Tensor | float]:
@@ -218,22 +251,23 @@ class GenerativeModel(StagedModule):
         with ``"loss"`` the one optimised, plus the reconstructed images under ``"reconstruction"``."""
         raise NotImplementedError
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Deterministic latent representation of images ``x`` (used by metrics and figures)."""
+    def encode(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        """Deterministic latent representation of images ``x`` (used by metrics and figures); ``condition``:
+        the images' condition (conditional models only)."""
         raise NotImplementedError
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Images in [0, 1] decoded from latents ``z``."""
+    def decode(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        """Images in [0, 1] decoded from latents ``z`` (under ``condition`` for a conditional model)."""
         raise NotImplementedError
 
-    def encode_sample(self, x: Tensor) -> Tensor:
+    def encode_sample(self, x: Tensor, condition: Condition | None = None) -> Tensor:
         """One draw of the latent of images ``x``: :meth:`encode` for a deterministic encoder (the default);
         a stochastic one (the VAE family) returns a reparameterised posterior sample."""
-        return self.encode(x)
+        return self.encode(x, condition)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        return self.decode(self.encode(x, condition), condition)
 
     # ----------------------------------------------------------- loop
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
@@ -266,16 +300,17 @@ class GenerativeModel(StagedModule):
     def _collect_test_outputs(self, batch: Batch) -> None:
         """Keep what the test metrics need: latents, attributes, labels and per-image reconstruction accuracy."""
         x = batch["image"]
-        z = self.encode(x)
+        condition = batch_condition(self, batch)
+        z = self.encode(x, condition)
         outputs = {
             "latent": z.flatten(1).float(),
-            "recon_accuracy": reconstruction_accuracy(self.decode(z).float(), x.float()),
+            "recon_accuracy": reconstruction_accuracy(self.decode(z, condition).float(), x.float()),
         }
         outputs.update({key: batch[key] for key in ("label", "index") if key in batch})
         if "attributes" in batch and self.scores_latent_dims:
             outputs["attributes"] = batch["attributes"].float()
             if self.metric_latent == "sample":
-                outputs["latent_sample"] = self.encode_sample(x).flatten(1).float()
+                outputs["latent_sample"] = self.encode_sample(x, condition).flatten(1).float()
         self._test_collector.update(**outputs)
 
     def on_test_epoch_end(self) -> None:
@@ -307,10 +342,11 @@ class GenerativeModel(StagedModule):
         self._test_collector = EvaluationCollector()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        z = self.encode(batch["image"])
+        condition = batch_condition(self, batch)
+        z = self.encode(batch["image"], condition)
         return {
             "latent": z,
-            "reconstruction": self.decode(z),
+            "reconstruction": self.decode(z, condition),
             "label": batch["label"],
             "index": batch["index"],
         }
@@ -322,26 +358,88 @@ class GenerativeModel(StagedModule):
 class VectorLatentModel(GenerativeModel):
     """A model with a flat latent vector: linear heads between the backbone feature map and the latent.
 
+    **Conditioning** (``condition: [label, thickness, ...]``; CVAE, Sohn et al. 2015): the embedded
+    condition (:class:`~genvae.models.conditioning.ConditionEmbedding`: one-hot label, standardized
+    attributes) is concatenated to the flattened backbone features before the encoder's linear head,
+    giving ``q(z | x, y)``, and to ``z`` before the decoder's first linear layer, giving ``p(x | z, y)``.
+    Why there and not as extra image channels: it works unchanged for every backbone (``mlp``, ``conv``,
+    ``resnet``, a user's class) and leaves the backbone's parameters those of the unconditional model; the
+    decoder, which carries what generation needs, receives the condition at its input, and the encoder's
+    head can take the condition out of ``z`` (per-condition shift of the posterior), which is what lets
+    ``z`` keep the style when the condition is swapped. An unconditional model has the same modules and
+    state-dict keys as before conditioning existed.
+
     Args:
         latent_dim: size of the latent vector.
         encoder_outputs: how many vectors of ``latent_dim`` the encoder head emits (2 for mean/log-variance).
+        condition: names the encoder and decoder are conditioned on: ``label`` and/or attribute names of
+            the datamodule (``thickness``, ``slant``, ``length``, ``area``, ``width``, ``height``); None or
+            empty: unconditional.
     """
 
-    def __init__(self, latent_dim: int = 16, *, encoder_outputs: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        *,
+        encoder_outputs: int = 1,
+        condition: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
+        self.condition_names = check_condition_names(condition)
+        width = 0
+        if self.condition_names:
+            self.condition_embedding = ConditionEmbedding(self.condition_names)
+            width = self.condition_embedding.width
+            self.condition_columns = {
+                name: ATTRIBUTE_NAMES.index(name) for name in self.condition_names if name != LABEL
+            }
         feature_shape = self.backbone.feature_shape
         features = math.prod(feature_shape)
-        self.encoder_head = nn.Sequential(nn.Flatten(), nn.Linear(features, encoder_outputs * latent_dim))
+        self.encoder_head = nn.Sequential(
+            nn.Flatten(), nn.Linear(features + width, encoder_outputs * latent_dim)
+        )
         self.decoder_head = nn.Sequential(
-            nn.Linear(latent_dim, features), nn.ReLU(), nn.Unflatten(1, feature_shape)
+            nn.Linear(latent_dim + width, features), nn.ReLU(), nn.Unflatten(1, feature_shape)
         )
 
-    def encoder_output(self, x: Tensor) -> Tensor:
-        return self.encoder_head(self.backbone.encoder(x))
+    def setup(self, stage: str) -> None:
+        """Take the attribute conditions' columns from the datamodule's ``attribute_names``, and their
+        standardization from its training split (once: a checkpoint restores it afterwards)."""
+        super().setup(stage)
+        embedding = self.condition_embedding
+        if embedding is None or not embedding.attribute_names:
+            return
+        datamodule = getattr(self._trainer, "datamodule", None)
+        names = tuple(getattr(datamodule, "attribute_names", None) or ATTRIBUTE_NAMES)
+        missing = [name for name in embedding.attribute_names if name not in names]
+        if missing:
+            raise ConfigError(
+                f"model.condition: {missing} not among the datamodule's attributes {list(names)}"
+            )
+        self.condition_columns = {name: names.index(name) for name in embedding.attribute_names}
+        train = (getattr(datamodule, "splits", None) or {}).get("train") or {}
+        if not bool(embedding.statistics_set) and "attributes" in train:
+            columns = torch.tensor([self.condition_columns[n] for n in embedding.attribute_names])
+            embedding.set_statistics(train["attributes"][:, columns.to(train["attributes"].device)])
+        elif not bool(embedding.statistics_set) and stage == "fit":
+            raise ConfigError(
+                f"model.condition: {list(embedding.attribute_names)} need data.init_args.attributes=true"
+            )
 
-    def decode_logits(self, z: Tensor) -> Tensor:
+    def encoder_output(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        features = self.encoder_head[0](self.backbone.encoder(x))
+        c = self.condition_vector(condition)
+        if c is not None:
+            features = torch.cat([features, c.to(features.dtype)], 1)
+        return self.encoder_head[1](features)
+
+    def decode_logits(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        c = self.condition_vector(condition)
+        if c is not None:
+            z = torch.cat([z, c.to(z.dtype)], 1)
         return self.backbone.decoder(self.decoder_head(z))
 
-    def decode(self, z: Tensor) -> Tensor:
-        return torch.sigmoid(self.decode_logits(z))
+    def decode(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z, condition))

@@ -40,6 +40,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("vae", "vae_family", needs=("classifier",), iwae=True),
         Experiment("betavae", "vae_family", needs=("classifier",), iwae=True),
         Experiment("arvae", "vae_family", needs=("classifier",), iwae=True),
+        # label-conditional siblings (condition: [label]); the same overlay: its callbacks draw a conditional
+        # model's samples class-balanced and encode / decode / edit each digit under its own label
+        Experiment("cvae", "vae_family", needs=("classifier",), iwae=True),
+        Experiment("arvae_conditional", "vae_family", needs=("classifier",), iwae=True),
         Experiment("vqvae", "autoencoder", needs=("classifier",)),
         Experiment("vqvae_prior", "vqvae_prior", needs=("classifier", "vqvae")),
     )
@@ -81,7 +85,7 @@ class Preset:
         return ["--trainer.max_epochs", str(self.epochs[experiment]), *self.overrides_for(experiment)]
 
 
-_VAE_FAMILY = ("ae", "vae", "betavae", "arvae")
+_VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional")
 _PAPER = {"data.init_args.batch_size": "128", "model.init_args.lr": "1.0e-4"}
 
 PRESETS: dict[str, Preset] = {

@@ -51,6 +51,8 @@ LABELS = {
     "vae": "VAE",
     "betavae": "β-VAE (β = 4)",
     "arvae": "AR-VAE",
+    "cvae": "CVAE (label)",
+    "arvae_conditional": "AR-VAE (label-conditional)",
     "vqvae": "VQ-VAE",
     "vqvae_prior": "VQ-VAE + prior",
 }
