@@ -46,6 +46,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("arvae_conditional", "vae_family", needs=("classifier",), iwae=True),
         Experiment("vqvae", "autoencoder", needs=("classifier",)),
         Experiment("vqvae_prior", "vqvae_prior", needs=("classifier", "vqvae")),
+        # class-conditional prior (condition: [label]) over the same seed's VQ-VAE; samples class-balanced
+        Experiment("vqvae_prior_conditional", "vqvae_prior", needs=("classifier", "vqvae")),
     )
 }
 
@@ -86,6 +88,7 @@ class Preset:
 
 
 _VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional")
+_PRIORS = ("vqvae_prior", "vqvae_prior_conditional")
 _PAPER = {"data.init_args.batch_size": "128", "model.init_args.lr": "1.0e-4"}
 
 PRESETS: dict[str, Preset] = {
@@ -95,7 +98,12 @@ PRESETS: dict[str, Preset] = {
             "cpu",
             # 10 epochs: the AR-VAE meets the paper's interpretability (0.85) and reconstruction accuracy
             # (97%); 4 prior epochs make its samples digits; a seed of all seven takes ~30 min on 2 cores
-            epochs={"classifier": 2, **dict.fromkeys(_VAE_FAMILY, 10), "vqvae": 3, "vqvae_prior": 4},
+            epochs={
+                "classifier": 2,
+                **dict.fromkeys(_VAE_FAMILY, 10),
+                "vqvae": 3,
+                **dict.fromkeys(_PRIORS, 4),
+            },
             iwae_samples=50,
             # closed-loop control on 500 test digits (the physical-edit targets' count) instead of 1,000
             callback_overrides={"AttributeControlEvaluation": {"num_images": 500, "calibration_images": 500}},
@@ -103,7 +111,12 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "full",
-            epochs={"classifier": 5, **dict.fromkeys(_VAE_FAMILY, 100), "vqvae": 20, "vqvae_prior": 20},
+            epochs={
+                "classifier": 5,
+                **dict.fromkeys(_VAE_FAMILY, 100),
+                "vqvae": 20,
+                **dict.fromkeys(_PRIORS, 20),
+            },
             overrides=dict.fromkeys(_VAE_FAMILY, _PAPER),
             iwae_samples=100,
             hardware="GPU",
