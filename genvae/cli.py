@@ -201,6 +201,10 @@ def main(args: list[str] | None = None) -> None:
         from genvae.commands.edit import main as edit
 
         return edit(argv[1:])
+    if argv[:1] == ["sample"]:  # digits of a requested class and attributes: genvae/commands/sample.py
+        from genvae.commands.sample import main as sample
+
+        return sample(argv[1:])
     silence_unactionable_notices()
     try:
         build_cli(args)

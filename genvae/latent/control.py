@@ -404,6 +404,16 @@ class AttributeControl:
         measured = self.measure(reconstruction).to(z0.device).float()
         return Reference(z0, reconstruction, measured, condition)
 
+    def latent_reference(
+        self, latents: Tensor, condition: Condition | None = None, decoded: Tensor | None = None
+    ) -> Reference:
+        """A :class:`Reference` that starts from ``latents [N, D]`` instead of images (new digits drawn from
+        the prior: :func:`genvae.latent.sampling.sample`); ``decoded``: their images when already decoded."""
+        if decoded is None:
+            decoded = decode_latents(self.model, latents, self.batch_size, condition)
+        measured = self.measure(decoded).to(latents.device).float()
+        return Reference(latents, decoded, measured, condition)
+
     def apply(
         self,
         images: Tensor,

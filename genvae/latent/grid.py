@@ -77,7 +77,7 @@ def grid_figure(
 
     rows, cols = images.shape[:2]
     extra = 0 if originals is None else 1
-    figure = Figure(figsize=(1.25 * (cols + extra) + 0.8, 1.45 * rows + 0.9))
+    figure = Figure(figsize=(max(1.25 * (cols + extra) + 0.8, 6.5), 1.45 * rows + 0.9))  # room for the title
     axes = figure.subplots(rows, cols + extra, squeeze=False)
     unit = ATTRIBUTE_UNITS[name]
     for r in range(rows):
@@ -110,10 +110,16 @@ def comparison_figure(
     title: str,
 ) -> Any:
     """Input, reconstruction and edited digit per row; the requested attributes measured on the
-    reconstruction ``original [N, 6]`` and on the edit ``measured [N, 6]`` written under them."""
+    reconstruction ``original [N, 6]`` and on the edit ``measured [N, 6]`` written under them (a request
+    without attributes, such as a label edit, shows thickness, slant, width and height: the style it keeps)."""
     from matplotlib.figure import Figure
 
-    names = list(requests)
+    names = [name for name in requests if name in ATTRIBUTE_NAMES] or [
+        "thickness",
+        "slant",
+        "width",
+        "height",
+    ]
     columns = [ATTRIBUTE_NAMES.index(n) for n in names]
 
     def caption(values: Tensor) -> str:

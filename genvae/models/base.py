@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -412,13 +413,7 @@ class VectorLatentModel(GenerativeModel):
         if embedding is None or not embedding.attribute_names:
             return
         datamodule = getattr(self._trainer, "datamodule", None)
-        names = tuple(getattr(datamodule, "attribute_names", None) or ATTRIBUTE_NAMES)
-        missing = [name for name in embedding.attribute_names if name not in names]
-        if missing:
-            raise ConfigError(
-                f"model.condition: {missing} not among the datamodule's attributes {list(names)}"
-            )
-        self.condition_columns = {name: names.index(name) for name in embedding.attribute_names}
+        self.use_attribute_order(getattr(datamodule, "attribute_names", None) or ATTRIBUTE_NAMES)
         train = (getattr(datamodule, "splits", None) or {}).get("train") or {}
         if not bool(embedding.statistics_set) and "attributes" in train:
             columns = torch.tensor([self.condition_columns[n] for n in embedding.attribute_names])
@@ -427,6 +422,17 @@ class VectorLatentModel(GenerativeModel):
             raise ConfigError(
                 f"model.condition: {list(embedding.attribute_names)} need data.init_args.attributes=true"
             )
+
+    def use_attribute_order(self, names: Sequence[str]) -> None:
+        """Read attribute conditions from the columns of ``batch["attributes"]`` named ``names`` (the
+        datamodule's ``attribute_names``); a ConfigError when a conditioned attribute is not among them."""
+        wanted = [name for name in self.condition_names if name != LABEL]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise ConfigError(
+                f"model.condition: {missing} not among the datamodule's attributes {list(names)}"
+            )
+        self.condition_columns = {name: list(names).index(name) for name in wanted}
 
     def encoder_output(self, x: Tensor, condition: Condition | None = None) -> Tensor:
         features = self.encoder_head[0](self.backbone.encoder(x))
