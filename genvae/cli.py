@@ -197,6 +197,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> GenVAECLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``genvae`` console script (``args`` = command line without the program name)."""
     argv = sys.argv[1:] if args is None else args
+    silence_unactionable_notices()
     if argv[:1] == ["edit"]:  # attribute edits in physical units: genvae/commands/edit.py
         from genvae.commands.edit import main as edit
 
@@ -205,7 +206,6 @@ def main(args: list[str] | None = None) -> None:
         from genvae.commands.sample import main as sample
 
         return sample(argv[1:])
-    silence_unactionable_notices()
     try:
         build_cli(args)
     except NonFiniteLossError as err:

@@ -60,6 +60,18 @@ def test_conditional_forward_backward(family: type) -> None:
     assert all(g is not None and g.isfinite().all() for g in grads)
     assert model.encoder_head[1].weight.grad[:, -11:].abs().sum() > 0  # the condition reaches the encoder
     assert model.decoder_head[0].weight.grad[:, -11:].abs().sum() > 0  # and the decoder
+    assert model.condition_channels and model.backbone.encoder[0].weight.shape == (32, 1 + 11, 4, 4)
+    assert model.backbone.encoder[0].weight.grad[:, 1:].abs().sum() > 0  # as input channels too
+
+
+def test_condition_channels_only_for_convolutional_encoders() -> None:
+    x, condition = torch.rand(3, 1, 28, 28), {"label": torch.tensor([0, 4, 9])}
+    resnet = VAE(latent_dim=4, backbone="resnet", condition=["label"])
+    assert resnet.condition_channels and resnet.backbone.encoder[0].in_channels == 11
+    mlp = VAE(latent_dim=4, backbone="mlp", backbone_kwargs={"hidden": [32]}, condition=["label"])
+    assert not mlp.condition_channels and mlp.backbone.encoder[1].in_features == 784  # the head alone
+    for model in (resnet, mlp):
+        assert model.encode(x, condition).shape == (3, 4)
     keys = set(model.state_dict())
     assert {"condition_embedding.attribute_mean", "condition_embedding.attribute_std"} <= keys
 

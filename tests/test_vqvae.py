@@ -354,6 +354,13 @@ def test_class_conditional_prior(vqvae_checkpoint: Path) -> None:
             assert torch.allclose(step, full[:, position], atol=1e-4), position
             inputs = codes[:, position]
     assert prior.sample(4, condition={"label": torch.arange(4)}).shape == (4, 1, 28, 28)
+    from genvae.latent import sample
+
+    drawn = sample(prior, 3, label=5, seed=0)  # the user-facing sampler: through the class token
+    assert drawn.images.shape == (3, 1, 28, 28) and drawn.label.tolist() == [5] * 3
+    assert drawn.via == {"label": "condition"} and drawn.measured.shape == (3, 6)
+    torch.manual_seed(0)
+    assert torch.equal(drawn.images, prior.sample(3, condition={"label": torch.full((3,), 5)}))
     prior.train()
     prior.nll(codes, three).backward()
     assert (

@@ -132,6 +132,8 @@ def load_model(
     if not ckpt_path.is_file():
         raise ConfigError(f"--ckpt_path: file {ckpt_path} not found")
     args = [arg for config in configs for arg in ("--config", config)] + overrides
+    # the command line holds this command's own arguments too: the parser is given its share (args=)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
     cli = GenVAECLI(
         L.LightningModule,
         L.LightningDataModule,

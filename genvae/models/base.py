@@ -356,18 +356,47 @@ class GenerativeModel(StagedModule):
         return adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
+def widen_first_convolution(encoder: nn.Module, extra: int) -> bool:
+    """Give the first layer of ``encoder`` ``extra`` more input channels when it is an ``nn.Conv2d`` (the
+    same kernel, stride and padding; fresh weights): True, else (a linear first layer) False and nothing
+    changes."""
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.Linear):
+            return False
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1:
+                return False
+            widened = nn.Conv2d(
+                module.in_channels + extra,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+            )
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, widened)
+            return True
+    return False
+
+
 class VectorLatentModel(GenerativeModel):
     """A model with a flat latent vector: linear heads between the backbone feature map and the latent.
 
     **Conditioning** (``condition: [label, thickness, ...]``; CVAE, Sohn et al. 2015): the embedded
-    condition (:class:`~genvae.models.conditioning.ConditionEmbedding`: one-hot label, standardized
-    attributes) is concatenated to the flattened backbone features before the encoder's linear head,
-    giving ``q(z | x, y)``, and to ``z`` before the decoder's first linear layer, giving ``p(x | z, y)``.
-    Why there and not as extra image channels: it works unchanged for every backbone (``mlp``, ``conv``,
-    ``resnet``, a user's class) and leaves the backbone's parameters those of the unconditional model; the
-    decoder, which carries what generation needs, receives the condition at its input, and the encoder's
-    head can take the condition out of ``z`` (per-condition shift of the posterior), which is what lets
-    ``z`` keep the style when the condition is swapped. An unconditional model has the same modules and
+    condition ``y`` (:class:`~genvae.models.conditioning.ConditionEmbedding`: one-hot label, standardized
+    attributes) enters the decoder concatenated to ``z`` before its first linear layer, ``p(x | z, y)``,
+    and the encoder twice, ``q(z | x, y)``: as extra input channels broadcast over the image when the
+    backbone's encoder opens with a convolution (``conv``, ``resnet``: its first convolution gets
+    ``width`` more input channels), and concatenated to the flattened features before the linear head
+    (every backbone, so also ``mlp`` and a user's class). Why the encoder input: ``z`` should hold the
+    style and not the condition (a label swap then keeps the style and changes the class, and prior draws
+    decoded under a label show that label), and only an encoder that sees ``y`` from its first layer can
+    compute condition-free features; given at the head alone, ``y`` can only shift the posterior per
+    condition, and in a first run the decoder kept reading the class from ``z`` (label swaps after 2
+    epochs: 49% classified as the new label). An unconditional model has the same modules, shapes and
     state-dict keys as before conditioning existed.
 
     Args:
@@ -390,12 +419,14 @@ class VectorLatentModel(GenerativeModel):
         self.latent_dim = latent_dim
         self.condition_names = check_condition_names(condition)
         width = 0
+        self.condition_channels = False  # whether the encoder's first convolution takes the condition
         if self.condition_names:
             self.condition_embedding = ConditionEmbedding(self.condition_names)
             width = self.condition_embedding.width
             self.condition_columns = {
                 name: ATTRIBUTE_NAMES.index(name) for name in self.condition_names if name != LABEL
             }
+            self.condition_channels = widen_first_convolution(self.backbone.encoder, width)
         feature_shape = self.backbone.feature_shape
         features = math.prod(feature_shape)
         self.encoder_head = nn.Sequential(
@@ -435,8 +466,11 @@ class VectorLatentModel(GenerativeModel):
         self.condition_columns = {name: list(names).index(name) for name in wanted}
 
     def encoder_output(self, x: Tensor, condition: Condition | None = None) -> Tensor:
-        features = self.encoder_head[0](self.backbone.encoder(x))
         c = self.condition_vector(condition)
+        if c is not None and self.condition_channels:
+            planes = c.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], 1)
+        features = self.encoder_head[0](self.backbone.encoder(x))
         if c is not None:
             features = torch.cat([features, c.to(features.dtype)], 1)
         return self.encoder_head[1](features)
