@@ -470,10 +470,10 @@ class VectorLatentModel(GenerativeModel):
         if c is not None and self.condition_channels:
             planes = c.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
             x = torch.cat([x, planes], 1)
-        features = self.encoder_head[0](self.backbone.encoder(x))
-        if c is not None:
-            features = torch.cat([features, c.to(features.dtype)], 1)
-        return self.encoder_head[1](features)
+        features = self.backbone.encoder(x)
+        if c is not None:  # the head's Flatten leaves the flat [B, features + width] as it is
+            features = torch.cat([features.flatten(1), c.to(features.dtype)], 1)
+        return self.encoder_head(features)
 
     def decode_logits(self, z: Tensor, condition: Condition | None = None) -> Tensor:
         c = self.condition_vector(condition)
