@@ -222,11 +222,15 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> GenVAECLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``genvae`` console script (``args`` = command line without the program name)."""
     argv = sys.argv[1:] if args is None else args
+    silence_unactionable_notices()
     if argv[:1] == ["edit"]:  # attribute edits in physical units: genvae/commands/edit.py
         from genvae.commands.edit import main as edit
 
         return edit(argv[1:])
-    silence_unactionable_notices()
+    if argv[:1] == ["sample"]:  # digits of a requested class and attributes: genvae/commands/sample.py
+        from genvae.commands.sample import main as sample
+
+        return sample(argv[1:])
     try:
         build_cli(args)
     except NonFiniteLossError as err:

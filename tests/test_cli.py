@@ -37,6 +37,7 @@ def test_every_experiment_is_collected() -> None:
 # config stem -> (stem of the config that makes the checkpoint, CLI key that takes its path).
 NEEDS_CHECKPOINT: dict[str, tuple[str, str]] = {
     "vqvae_prior": ("vqvae", "--model.init_args.vqvae_checkpoint"),
+    "vqvae_prior_conditional": ("vqvae", "--model.init_args.vqvae_checkpoint"),
 }
 
 

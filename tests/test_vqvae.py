@@ -331,6 +331,50 @@ def test_prior_sampling_with_key_value_cache_equals_full_passes(vqvae_checkpoint
     assert torch.equal(prior.sample_codes(8), expected)
 
 
+def test_class_conditional_prior(vqvae_checkpoint: Path) -> None:
+    """condition: [label] adds a class token to every input position: the logits depend on the label, the
+    cached sampler still equals the full pass, and the token learns; the unconditional prior has none."""
+    torch.manual_seed(0)
+    options = {"vqvae_checkpoint": str(vqvae_checkpoint), "d_model": 32, "num_layers": 2, "num_heads": 2}
+    plain = VQPrior(**options)
+    assert not any(key.startswith("class_embedding") for key in plain.state_dict())
+    prior = VQPrior(**options, condition=["label"]).eval()
+    assert prior.condition_names == ("label",) and prior.class_embedding.weight.shape == (10, 32)
+    codes = torch.randint(0, prior.num_codes, (4, prior.sequence_length))
+    three, seven = ({"label": torch.full((4,), c)} for c in (3, 7))
+    with torch.no_grad():
+        full = prior.logits(codes, three)
+        assert (full - prior.logits(codes, seven)).abs().amax() > 1e-3
+        token = prior.class_token(three, 4)
+        shape = (4, 2, prior.sequence_length, 16)
+        cache = [(torch.empty(shape), torch.empty(shape)) for _ in range(2)]
+        inputs = torch.full((4,), prior.num_codes)
+        for position in range(prior.sequence_length):
+            step = prior._next_logits(inputs, position, cache, token)
+            assert torch.allclose(step, full[:, position], atol=1e-4), position
+            inputs = codes[:, position]
+    assert prior.sample(4, condition={"label": torch.arange(4)}).shape == (4, 1, 28, 28)
+    from genvae.latent import sample
+
+    drawn = sample(prior, 3, label=5, seed=0)  # the user-facing sampler: through the class token
+    assert drawn.images.shape == (3, 1, 28, 28) and drawn.label.tolist() == [5] * 3
+    assert drawn.via == {"label": "condition"} and drawn.measured.shape == (3, 6)
+    torch.manual_seed(0)
+    assert torch.equal(drawn.images, prior.sample(3, condition={"label": torch.full((3,), 5)}))
+    prior.train()
+    prior.nll(codes, three).backward()
+    assert (
+        prior.class_embedding.weight.grad[3].abs().sum() > 0
+        and prior.class_embedding.weight.grad[7].eq(0).all()
+    )
+    with pytest.raises(ConfigError, match=r"VQPrior needs condition \['label'\]"):
+        prior.sample(2)
+    with pytest.raises(ConfigError, match="VQPrior is not conditional"):
+        plain.sample(2, condition={"label": torch.zeros(2)})
+    with pytest.raises(ConfigError, match=r"conditioned on \[label\] only"):
+        VQPrior(**options, condition=["thickness"])
+
+
 @pytest.mark.parametrize("other_eval_module", [False, True])
 def test_prior_fit_warns_about_eval_modules_only_beyond_the_frozen_vqvae(
     vqvae_checkpoint: Path, tiny_mnist: Path, tmp_path: Path, other_eval_module: bool

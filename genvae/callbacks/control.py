@@ -43,6 +43,7 @@ from genvae.latent.evaluation import (
     control_table,
 )
 from genvae.latent.grid import edit_grid, format_request, grid_figure
+from genvae.models.conditioning import batch_condition
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, log_image
 
@@ -140,7 +141,10 @@ class AttributeControlEvaluation(L.Callback):
         splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
         return splits.get("train")
 
-    def _calibration_set(self, trainer: L.Trainer, test: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    def _calibration_set(
+        self, trainer: L.Trainer, test: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """Calibration images, their attributes (None when the data has none) and all their rows."""
         train = self._train_split(trainer)
         source, take = train, slice(0, self.calibration_images)
         if train is None or len(train["image"]) < 3:  # the test digits after the evaluated ones
@@ -148,8 +152,9 @@ class AttributeControlEvaluation(L.Callback):
             take = (
                 slice(self.num_images, None) if len(source["image"]) - self.num_images >= 3 else slice(None)
             )
-        attributes = source.get("attributes")
-        return source["image"][take], None if attributes is None else morpho_columns(attributes[take])
+        rows = {key: source[key][take] for key in ("image", "label", "attributes") if key in source}
+        attributes = rows.get("attributes")
+        return rows["image"], None if attributes is None else morpho_columns(attributes), rows
 
     @classmethod
     def _class_ranges(cls, trainer: L.Trainer) -> Tensor | None:
@@ -165,8 +170,11 @@ class AttributeControlEvaluation(L.Callback):
         if trainer.global_rank != 0:
             return
         test = self._test_examples(trainer, self.num_images)
-        images, attributes = self._calibration_set(trainer, test)
+        images, attributes, rows = self._calibration_set(trainer, test)
         device = pl_module.device
+        condition = batch_condition(
+            pl_module, {k: v.to(device) for k, v in rows.items()}
+        )  # conditional models
         images = images.to(device)
         images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
         if attributes is None:
@@ -174,7 +182,9 @@ class AttributeControlEvaluation(L.Callback):
         names = sorted(
             set(self.names + self.grid_names) | set(self.physical_edits), key=ATTRIBUTE_NAMES.index
         )
-        control = AttributeControl.fit(pl_module, images, attributes.to(device), names, rounds=self.rounds)
+        control = AttributeControl.fit(
+            pl_module, images, attributes.to(device), names, rounds=self.rounds, condition=condition
+        )
         control.save(self._output(trainer, "control.json"))
         classify = None if self.classifier is None else self.classifier.to(device)
         labels = test.get("label")
@@ -188,6 +198,7 @@ class AttributeControlEvaluation(L.Callback):
             self.physical_edits,
             self.physical_images,
             self._class_ranges(trainer),
+            batch_condition(pl_module, {k: v.to(device) for k, v in test.items()}),
         )
         for key, value in results.items():
             pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)
@@ -205,12 +216,16 @@ class AttributeControlEvaluation(L.Callback):
 
     def _log_grids(self, trainer: L.Trainer, control: AttributeControl, test: dict[str, Tensor]) -> None:
         rows = test["image"][: self.grid_rows].float()
+        device = control.model.device
+        condition = batch_condition(
+            control.model, {k: v[: self.grid_rows].to(device) for k, v in test.items()}
+        )
         labels = test.get("label")
         row_titles = [f"digit {int(labels[i])}" if labels is not None else f"#{i}" for i in range(len(rows))]
         for name in self.grid_names:
             std = control.calibrations[name].std
             values = [step * std for step in self.grid_steps]
-            images, measured = edit_grid(control, rows, name, values, [False] * len(values))
+            images, measured = edit_grid(control, rows, name, values, [False] * len(values), condition)
             titles = [
                 f"{format_request(v, False, name)}\n({s:+g} std)"
                 for v, s in zip(values, self.grid_steps, strict=True)

@@ -28,6 +28,7 @@ from torch import Tensor
 from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.metrics.sample_quality import ClassifierFeatures, SampleQualityMetric
+from genvae.models.conditioning import batch_condition, condition_kwargs, draw_condition
 from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = ["ImportanceWeightedNLL", "MetricsJSON", "SampleQuality", "load_classifier"]
@@ -110,7 +111,9 @@ class SampleQuality(L.Callback):
         total = self.num_samples if self.num_samples is not None else None
         n = metric.real_count() if total is None else math.ceil(total / trainer.world_size)
         for start in range(0, n, self.sample_batch_size):
-            images = pl_module.sample(min(self.sample_batch_size, n - start))
+            count = min(self.sample_batch_size, n - start)
+            condition = draw_condition(pl_module, count, offset=start)  # a conditional model's
+            images = pl_module.sample(count, **condition_kwargs(condition))
             metric.update(images.float(), real=False)
         for name, value in metric.compute().items():
             pl_module.log(f"test/{name}", value.float(), sync_dist=False)  # equal on every rank
@@ -148,7 +151,8 @@ class ImportanceWeightedNLL(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        nll = pl_module.iwae_nll(batch["image"], self.num_samples, self.decode_batch)
+        condition = condition_kwargs(batch_condition(pl_module, batch))
+        nll = pl_module.iwae_nll(batch["image"], self.num_samples, self.decode_batch, **condition)
         pl_module.log(
             "test/iwae_nll", nll.mean(), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(nll)
         )

@@ -28,6 +28,7 @@ from torchvision.utils import make_grid
 
 from genvae.errors import ConfigError
 from genvae.latent.traversal import interpolate
+from genvae.models.conditioning import batch_condition, condition_kwargs, draw_condition, take_condition
 from genvae.utils.images import figure_to_array, log_image
 
 __all__ = [
@@ -133,19 +134,21 @@ class FigureCallback(L.Callback):
     def first_examples(
         self, trainer: L.Trainer, stage: str, n: int, device: torch.device
     ) -> dict[str, Tensor]:
-        """The first ``n`` images and labels of the stage's dataloader (fewer when it has fewer)."""
-        images: list[Tensor] = []
-        labels: list[Tensor] = []
+        """The first ``n`` images and labels (and attributes, where the data has them) of the stage's
+        dataloader (fewer when it has fewer)."""
+        parts: dict[str, list[Tensor]] = {"image": [], "label": [], "attributes": []}
         count = 0
         for batch in self.batches(trainer, stage, device):
-            images.append(batch["image"].float())
-            labels.append(batch["label"])
+            parts["image"].append(batch["image"].float())
+            parts["label"].append(batch["label"])
+            if "attributes" in batch:
+                parts["attributes"].append(batch["attributes"])
             count += len(batch["image"])
             if count >= n:
                 break
-        if not images:
+        if not parts["image"]:
             raise RuntimeError(f"{type(self).__name__}: the {stage} dataloader yielded no images")
-        return {"image": torch.cat(images)[:n], "label": torch.cat(labels)[:n]}
+        return {key: torch.cat(values)[:n] for key, values in parts.items() if values}
 
 
 class Reconstructions(FigureCallback):
@@ -164,16 +167,20 @@ class Reconstructions(FigureCallback):
         self.columns = columns
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Tensor:
-        x = self.first_examples(trainer, stage, self.num_images, pl_module.device)["image"]
+        examples = self.first_examples(trainer, stage, self.num_images, pl_module.device)
+        x = examples["image"]
         columns = min(self.columns, len(x))
         x = x[: len(x) // columns * columns]  # whole rows only
-        outputs = pl_module.reconstruct(x).float().view_as(x)
+        condition = take_condition(batch_condition(pl_module, examples), slice(0, len(x)))
+        outputs = pl_module.reconstruct(x, **condition_kwargs(condition)).float().view_as(x)
         pairs = torch.stack([x.view(-1, columns, *x.shape[1:]), outputs.view(-1, columns, *x.shape[1:])], 1)
         return image_grid(pairs.flatten(0, 1), self.scale)  # input row, output row, input row, ...
 
 
 class Samples(FigureCallback):
-    """Grid of ``num_images`` images from the model's ``sample(n)`` (the prior, or a learned prior)."""
+    """Grid of ``num_images`` images from the model's ``sample(n)`` (the prior, or a learned prior); a
+    conditional model's under :func:`~genvae.models.conditioning.draw_condition` (label-conditional: the
+    classes 0, 1, ..., 9, 0, ... in reading order)."""
 
     name = "samples"
 
@@ -194,7 +201,8 @@ class Samples(FigureCallback):
             )
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Tensor:
-        images = pl_module.sample(self.num_images).float()
+        condition = draw_condition(pl_module, self.num_images)
+        images = pl_module.sample(self.num_images, **condition_kwargs(condition)).float()
         return image_grid(images.view(-1, self.columns, *images.shape[1:]), self.scale)
 
 
@@ -203,7 +211,9 @@ class Interpolation(FigureCallback):
     and one of ``classes[1]`` (``t`` = 1 to 0 left to right), one pair per row, inputs at both ends.
 
     Latents are the model's ``encode(x)`` and are decoded with ``decode(z)``. When the stage's data lacks
-    one of the classes, the first two images with different labels are used instead (with a warning).
+    one of the classes, the first two images with different labels are used instead (with a warning). A
+    conditional model encodes each digit under its own condition and decodes the whole path under the first
+    digit's: a row shows the style moving from one digit to the other within the first digit's class.
 
     Args:
         classes: the two labels to interpolate between.
@@ -223,9 +233,9 @@ class Interpolation(FigureCallback):
         self.rows = rows
         self.steps = steps
 
-    def endpoints(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``rows`` images of each of the two classes (fewer when the data has fewer)."""
-        first, second = (x[labels == c][: self.rows] for c in self.classes)
+    def endpoints(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Indices of ``rows`` images of each of the two classes (fewer when the data has fewer)."""
+        first, second = ((labels == c).nonzero().squeeze(1)[: self.rows] for c in self.classes)
         if len(first) == 0 or len(second) == 0:
             present = labels.unique()
             if len(present) < 2:
@@ -233,16 +243,22 @@ class Interpolation(FigureCallback):
             rank_zero_warn(
                 f"Interpolation: classes {self.classes} not both present; using {present[:2].tolist()}"
             )
-            first, second = (x[labels == c][: self.rows] for c in present[:2])
+            first, second = ((labels == c).nonzero().squeeze(1)[: self.rows] for c in present[:2])
         n = min(len(first), len(second))
         return first[:n], second[:n]
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Tensor:
         examples = self.first_examples(trainer, stage, 1000, pl_module.device)
-        x0, x1 = self.endpoints(examples["image"], examples["label"])
-        z0, z1 = pl_module.encode(x0), pl_module.encode(x1)
+        i0, i1 = self.endpoints(examples["label"])
+        x0, x1 = examples["image"][i0], examples["image"][i1]
+        condition = batch_condition(pl_module, examples)
+        c0, c1 = take_condition(condition, i0), take_condition(condition, i1)
+        z0, z1 = pl_module.encode(x0, **condition_kwargs(c0)), pl_module.encode(x1, **condition_kwargs(c1))
         path = interpolate(z0, z1, self.steps)  # [steps, rows, ...]
-        decoded = pl_module.decode(path.flatten(0, 1)).float().view(self.steps, len(x0), *x0.shape[1:])
+        # a conditional model: the style moves from x0's to x1's, the condition stays x0's
+        along = None if c0 is None else {k: v.repeat(self.steps) for k, v in c0.items()}
+        decoded = pl_module.decode(path.flatten(0, 1), **condition_kwargs(along)).float()
+        decoded = decoded.view(self.steps, len(x0), *x0.shape[1:])
         rows = torch.cat([x0.unsqueeze(1), decoded.transpose(0, 1), x1.unsqueeze(1)], dim=1)
         return image_grid(rows, self.scale)
 
@@ -264,7 +280,14 @@ class LatentScatter(FigureCallback):
         from matplotlib.figure import Figure
 
         examples = self.first_examples(trainer, stage, self.max_points, pl_module.device)
-        latents = torch.cat([pl_module.encode(x) for x in examples["image"].split(500)])
+        condition = batch_condition(pl_module, examples)
+        starts = range(0, len(examples["image"]), 500)
+        latents = torch.cat(
+            [
+                pl_module.encode(x, **condition_kwargs(take_condition(condition, slice(i, i + 500))))
+                for i, x in zip(starts, examples["image"].split(500), strict=True)
+            ]
+        )
         coords, explained = project_2d(latents)
         coords, labels = coords.cpu().numpy(), examples["label"].cpu().numpy()
         dims = latents[0].numel()

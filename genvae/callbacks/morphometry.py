@@ -33,6 +33,7 @@ from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.metrics.evaluation import EvaluationCollector, gather_rows
 from genvae.metrics.morphometry import attribute_distances, reconstruction_errors
+from genvae.models.conditioning import batch_condition, condition_kwargs, draw_condition
 from genvae.plots.morphometry import distribution_figure, reconstruction_figure
 from genvae.utils.images import log_image
 
@@ -114,7 +115,10 @@ class MorphometricFidelity(L.Callback):
         cached = batch.get("attributes") if names == ATTRIBUTE_NAMES else None
         parts = {"real": cached.float() if cached is not None else morpho_attributes(x)}
         if self.use_reconstructions:
-            parts["reconstructed"] = morpho_attributes(pl_module.reconstruct(x).float().view_as(x))
+            condition = condition_kwargs(batch_condition(pl_module, batch))
+            parts["reconstructed"] = morpho_attributes(
+                pl_module.reconstruct(x, **condition).float().view_as(x)
+            )
         if "index" in batch:
             parts["index"] = batch["index"]
         self.collector.update(**parts)
@@ -129,7 +133,10 @@ class MorphometricFidelity(L.Callback):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed + trainer.global_rank)
             for start in range(0, share, self.sample_batch_size):
-                images = pl_module.sample(min(self.sample_batch_size, share - start)).float()
+                count = min(self.sample_batch_size, share - start)
+                offset = trainer.global_rank * share + start
+                condition = condition_kwargs(draw_condition(pl_module, count, offset=offset))
+                images = pl_module.sample(count, **condition).float()
                 parts.append(morpho_attributes(images))
         return gather_rows(pl_module, torch.cat(parts))[:n]
 

@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes, morpho_columns
+from genvae.models.conditioning import batch_condition, condition_kwargs
 from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = ["PredictionWriter", "prediction_arrays"]
@@ -49,18 +50,19 @@ def prediction_arrays(
         rows = prediction if isinstance(prediction, dict) else {"prediction": prediction}
         return {key: value.detach().cpu() for key, value in rows.items() if isinstance(value, Tensor)}
     x = batch["image"].float()
+    condition = condition_kwargs(batch_condition(module, batch))
     rows: dict[str, Tensor] = {"index": batch["index"], "label": batch["label"]}
     if callable(getattr(module, "posterior", None)):
-        rows["mu"], rows["logvar"] = module.posterior(x)
+        rows["mu"], rows["logvar"] = module.posterior(x, **condition)
         latent = rows["mu"]
     elif callable(getattr(module, "encode_indices", None)):
         rows["codes"] = module.encode_indices(x)
         latent = module.encode(x)
     else:
-        rows["latent"] = latent = module.encode(x)
+        rows["latent"] = latent = module.encode(x, **condition)
     reconstruction = prediction.get("reconstruction") if isinstance(prediction, dict) else None
     if reconstruction is None:
-        reconstruction = module.decode(latent)
+        reconstruction = module.decode(latent, **condition)
     reconstruction = reconstruction.float()
     rows["recon_mse"] = (reconstruction - x).pow(2).flatten(1).mean(dim=1)
     rows["attributes"] = (

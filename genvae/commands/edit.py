@@ -13,6 +13,11 @@ calibration (:class:`~genvae.latent.control.AttributeControl`) is read from ``<c
 beside the checkpoint (written by ``genvae test`` with the ``AttributeControlEvaluation`` callback, or by an
 earlier ``genvae edit``); without one it is fitted on the first ``--calibration_images`` training images and
 saved there. ``--set`` draws input, reconstruction and edit per digit; ``--grid`` one column per value.
+
+A model conditioned on the label (``condition: [label]``) also takes ``--set label=3``: each digit is encoded
+with its true label and decoded with the new one, so its latent (the style: thickness, slant, ...) is kept
+and the class changes; attribute requests beside it are met on the new digit. Every encode and decode of a
+conditional model runs under the digit's own condition (an attribute edit keeps the label).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError, exit_on_config_error
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.grid import comparison_figure, edit_grid, format_request, grid_figure
+from genvae.models.conditioning import LABEL, NUM_CLASSES, Condition, batch_condition
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, png_bytes
 
-__all__ = ["main", "parse_indices", "parse_request"]
+__all__ = ["attribute_control", "load_model", "main", "parse_indices", "parse_label", "parse_request"]
 
 
 def parse_request(text: str, key: str) -> tuple[str, list[tuple[float, bool]]]:
@@ -52,6 +58,17 @@ def parse_request(text: str, key: str) -> tuple[str, list[tuple[float, bool]]]:
             raise ConfigError(f"{key}: {name}={item!r} is not a number") from None
         parsed.append((value, not item.startswith(("+", "-"))))
     return name, parsed
+
+
+def parse_label(texts: list[str], key: str) -> tuple[int | None, list[str]]:
+    """The ``label=K`` entry of ``texts`` (``--set`` values) as a class index, and the other entries."""
+    labels = [text for text in texts if text.partition("=")[0].strip() == LABEL]
+    if not labels:
+        return None, texts
+    value = labels[-1].partition("=")[2].strip()
+    if len(labels) > 1 or not value.isdigit() or not 0 <= int(value) < NUM_CLASSES:
+        raise ConfigError(f"{key}: label={value!r}: expected one class index in [0, {NUM_CLASSES})")
+    return int(value), [text for text in texts if text not in labels]
 
 
 def parse_indices(text: str, count: int | None = None) -> range:
@@ -84,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of the model")
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--set", action="append", metavar="NAME=VALUE", help="+x/-x: change, x: absolute")
+    mode.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="+x/-x: change, x: absolute; label=K: decode as class K (label-conditional models)",
+    )
     mode.add_argument("--grid", metavar="NAME=V1,V2,...", help="one column per requested value")
     parser.add_argument("--indices", default="0:8", help="test images START:STOP (default 0:8)")
     parser.add_argument("--out", default="edits.png", help="PNG file written")
@@ -96,15 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(
-    configs: list[str], overrides: list[str], ckpt_path: Path
+def load_model(
+    configs: list[str],
+    overrides: list[str],
+    ckpt_path: Path,
+    who: str = "genvae edit",
+    flat_latent: bool = True,
 ) -> tuple[L.LightningModule, L.LightningDataModule]:
-    """The configured model with the checkpoint's weights, and the configured datamodule, set up."""
+    """The configured model with the checkpoint's weights, and the configured datamodule, set up (the
+    datamodule's attribute order given to a conditional model). ``flat_latent``: refuse a model without a
+    flat latent (attribute control needs one)."""
     from genvae.cli import GenVAECLI
 
     if not ckpt_path.is_file():
         raise ConfigError(f"--ckpt_path: file {ckpt_path} not found")
     args = [arg for config in configs for arg in ("--config", config)] + overrides
+    # the command line holds this command's own arguments too: the parser is given its share (args=)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
     cli = GenVAECLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -117,7 +147,8 @@ def _load(
         args=[*args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
     )
     model, datamodule = cli.model, cli.datamodule
-    check_flat_latent(model, "genvae edit")
+    if flat_latent:
+        check_flat_latent(model, who)
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
         model.load_state_dict(state)
@@ -127,23 +158,32 @@ def _load(
         ) from None
     datamodule.prepare_data()
     datamodule.setup("test")
+    names = getattr(datamodule, "attribute_names", None)
+    if names and callable(getattr(model, "use_attribute_order", None)):
+        model.use_attribute_order(names)
     return model, datamodule
 
 
-def _control(
+def attribute_control(
     model: L.LightningModule, datamodule: L.LightningDataModule, options: argparse.Namespace
 ) -> AttributeControl:
-    """The saved calibration, or one fitted on training images and saved beside the checkpoint."""
+    """The saved calibration, or one fitted on training images (under their own condition, for a conditional
+    model) and saved beside the checkpoint. ``options``: ``calibration``, ``ckpt_path``,
+    ``calibration_images``, ``rounds``."""
     path = Path(options.calibration) if options.calibration else calibration_path(options.ckpt_path)
     if path.is_file():
         return AttributeControl.load(path, model, rounds=options.rounds)
     if options.calibration:
         raise ConfigError(f"--calibration: file {path} not found")
     train = datamodule.splits["train"]
-    images = train["image"][: options.calibration_images].to(model.device).float().div(255.0)
-    attributes = train.get("attributes")
-    attributes = morpho_attributes(images) if attributes is None else attributes[: options.calibration_images]
-    control = AttributeControl.fit(model, images, attributes.to(model.device), rounds=options.rounds)
+    rows = {key: value[: options.calibration_images].to(model.device) for key, value in train.items()}
+    images = rows["image"].float().div(255.0)
+    attributes = rows.get("attributes")
+    attributes = morpho_attributes(images) if attributes is None else attributes
+    condition = batch_condition(model, rows)
+    control = AttributeControl.fit(
+        model, images, attributes.to(model.device), rounds=options.rounds, condition=condition
+    )
     try:
         control.save(path)
         print(f"calibration -> {path}", file=sys.stderr)
@@ -154,7 +194,8 @@ def _control(
 
 def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     """Parse the requests, load model and data, edit, draw and write ``--out``; return its path."""
-    requests = dict(parse_request(text, "--set") for text in options.set or [])
+    new_label, texts = parse_label(options.set or [], "--set")
+    requests = dict(parse_request(text, "--set") for text in texts)
     if any(len(values) != 1 for values in requests.values()):
         raise ConfigError("--set: one value per attribute (use --grid for several)")
     grid = parse_request(options.grid, "--grid") if options.grid else None
@@ -162,27 +203,44 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     if options.calibration_images < 3 or options.rounds < 0:
         raise ConfigError("--calibration_images must be >= 3 and --rounds >= 0")
     options.ckpt_path = Path(options.ckpt_path)
-    model, datamodule = _load(options.config, overrides, options.ckpt_path)
+    model, datamodule = load_model(options.config, overrides, options.ckpt_path)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if new_label is not None and LABEL not in getattr(model, "condition_names", ()):
+        raise ConfigError(
+            f"label: {type(model).__name__} is not conditioned on the label (condition: "
+            f"{list(getattr(model, 'condition_names', ()))}); label edits need a model with condition: [label]"
+        )
     test = datamodule.splits["test"]
     indices = parse_indices(options.indices, len(test["image"]))
     take = torch.tensor(list(indices), device=test["image"].device)
-    images = test["image"].index_select(0, take).to(model.device).float().div(255.0)
-    rows = [
-        f"#{i}: digit {int(label)}" for i, label in zip(indices, test["label"][take].tolist(), strict=True)
-    ]
-    control = _control(model, datamodule, options)
+    digits = {
+        key: value.index_select(0, take.to(value.device)).to(model.device) for key, value in test.items()
+    }
+    images = digits["image"].float().div(255.0)
+    condition = batch_condition(model, digits)  # each digit's own, for a conditional model
+    rows = [f"#{i}: digit {int(label)}" for i, label in zip(indices, digits["label"].tolist(), strict=True)]
+    # a label edit alone needs no calibration
+    control = (
+        attribute_control(model, datamodule, options) if requests or grid else AttributeControl(model, {})
+    )
     title = f"{type(model).__name__} {options.ckpt_path.name}"
     if grid is not None:
         name, values = grid
-        edited, measured = edit_grid(control, images, name, [v for v, _ in values], [a for _, a in values])
+        edited, measured = edit_grid(
+            control, images, name, [v for v, _ in values], [a for _, a in values], condition
+        )
         titles = [format_request(v, a, name) for v, a in values]
         figure = grid_figure(edited, measured, name, titles, rows, title, originals=images)
     else:
         changes = {n: v[0][0] for n, v in requests.items() if not v[0][1]}
         absolute = {n: v[0][0] for n, v in requests.items() if v[0][1]}
-        result = control.apply(images, changes, absolute=absolute)
+        counterfactual = _label_condition(new_label, len(images), model.device)
+        result = control.apply(
+            images, changes, absolute=absolute, condition=condition, counterfactual=counterfactual
+        )
         asked = {n: format_request(v[0][0], v[0][1], n) for n, v in requests.items()}
+        if new_label is not None:
+            asked = {LABEL: f"-> {new_label}", **asked}
         figure = comparison_figure(
             images, result.reconstruction, result.images, result.original, result.measured, asked, rows, title
         )
@@ -192,10 +250,24 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
             print(
                 f"{name} {asked[name]}: median |achieved - requested| = {float(error):.3g}", file=sys.stderr
             )
+        if new_label is not None:
+            change = (result.measured - result.original).abs().nanmedian(dim=0).values
+            kept = ", ".join(
+                f"{name} {float(value):.3g}" for name, value in zip(ATTRIBUTE_NAMES, change, strict=True)
+            )
+            print(
+                f"label -> {new_label}: median |edited - reconstruction| per attribute: {kept}",
+                file=sys.stderr,
+            )
     out = Path(options.out)
     atomic_write_bytes(out, png_bytes(figure_to_array(figure)))
     print(f"edits -> {out}")
     return out
+
+
+def _label_condition(label: int | None, n: int, device: torch.device) -> Condition | None:
+    """``{"label": [n] of label}``, or None."""
+    return None if label is None else {LABEL: torch.full((n,), label, dtype=torch.long, device=device)}
 
 
 def main(argv: list[str]) -> None:

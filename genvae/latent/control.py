@@ -21,6 +21,14 @@ curve's local slope when the secant is unreliable), steps bounded by one latent 
 digit (smallest worst-case error in attribute stds) is kept, so refining never makes an edit worse.
 Requests beyond the range the calibration sweep reached warn (extrapolation).
 
+**Conditional models** (``condition_names``, :mod:`genvae.models.conditioning`): every encode and decode
+runs under the condition of its digit (``condition=`` of :meth:`AttributeControl.fit`,
+:meth:`~AttributeControl.reference` and :meth:`~AttributeControl.apply`), so an attribute edit of a
+label-conditional AR-VAE keeps the digit's own label. ``apply(..., counterfactual={"label": new})`` decodes
+the edited latents under another condition: the latent (the style) is kept and the class changes (encode
+with the true label, decode with the new one), and attribute requests are then met on the new digit,
+relative to the attributes of the unedited reconstruction.
+
 The calibration is saved as a small JSON file (:meth:`AttributeControl.save`), by convention
 ``<checkpoint stem>.control.json`` beside the checkpoint (:func:`calibration_path`).
 """
@@ -42,6 +50,7 @@ from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.traversal import decode_latents, encode_images
 from genvae.metrics.disentanglement import interpretability
+from genvae.models.conditioning import Condition, take_condition
 from genvae.utils.atomic import atomic_write_bytes
 
 __all__ = [
@@ -153,11 +162,13 @@ class EditResult:
 
 class Reference(NamedTuple):
     """The unedited digits an edit starts from: latents ``[N, D]``, reconstructions ``[N, C, H, W]`` and
-    the attributes measured on them ``[N, 6]`` (see :meth:`AttributeControl.reference`)."""
+    the attributes measured on them ``[N, 6]``, and the digits' condition for a conditional model (see
+    :meth:`AttributeControl.reference`)."""
 
     latents: Tensor
     reconstruction: Tensor
     original: Tensor
+    condition: Condition | None = None
 
 
 class AttributeControl:
@@ -204,10 +215,12 @@ class AttributeControl:
         num_bases: int = 64,
         steps: int = 13,
         span: float = 3.0,
+        condition: Condition | None = None,
         **kwargs: object,
     ) -> AttributeControl:
         """Calibrate each attribute of ``names`` on ``images [N, C, H, W]`` (in [0, 1], or uint8) with their
-        ``attributes [N, 6]`` (physical units, :data:`ATTRIBUTE_NAMES` order).
+        ``attributes [N, 6]`` (physical units, :data:`ATTRIBUTE_NAMES` order); ``condition``: the images'
+        condition for a conditional model (each sweep decodes under its base digit's condition).
 
         The dim of an attribute is the AR-VAE's regularized dim when the model regularizes it, else the most
         informative dim of the interpretability metric on these images. ``kwargs`` go to the constructor.
@@ -225,7 +238,7 @@ class AttributeControl:
         if steps < 2 or span <= 0 or num_bases < 1:
             raise ConfigError("AttributeControl.fit: steps must be >= 2, span > 0 and num_bases >= 1")
         control = cls(model, {}, **kwargs)  # type: ignore[arg-type]
-        latents = encode_images(model, images, control.batch_size)
+        latents = encode_images(model, images, control.batch_size, condition)
         if latents.dim() != 2 or latents.shape[1] != latent_dim:
             raise ConfigError(
                 f"AttributeControl: {type(model).__name__}.encode gives latents of shape "
@@ -234,6 +247,7 @@ class AttributeControl:
         attributes = attributes.to(latents.device).float()
         finite = latents.isfinite().all(1) & attributes.isfinite().all(1)
         latents, attributes = latents[finite], attributes[finite]
+        condition = take_condition(condition, finite)
         if len(latents) < 3:
             raise ValueError(
                 f"AttributeControl.fit: need at least 3 images with finite attributes, got {len(latents)}"
@@ -246,7 +260,10 @@ class AttributeControl:
         dims_t = torch.tensor(dims, device=latents.device)
         grids = mean[dims_t].unsqueeze(1) + offsets * std[dims_t].unsqueeze(1)  # [A, T]
         sweep[torch.arange(len(names)), :, :, dims_t] = grids.unsqueeze(-1)
-        decoded = decode_latents(model, sweep.flatten(0, 2), control.batch_size)
+        repeats = len(names) * steps  # sweep.flatten(0, 2) runs over the bases fastest
+        bases_condition = take_condition(condition, slice(0, len(bases)))
+        repeated = None if condition is None else {k: v.repeat(repeats) for k, v in bases_condition.items()}
+        decoded = decode_latents(model, sweep.flatten(0, 2), control.batch_size, repeated)
         measured = control.measure(decoded).view(len(names), steps, len(bases), -1)
         calibrations = {}
         for i, name in enumerate(names):
@@ -377,13 +394,25 @@ class AttributeControl:
         reconstruction. See :meth:`apply` for the measured attributes as well."""
         return self.apply(images, changes, absolute=absolute).images
 
-    def reference(self, images: Tensor) -> Reference:
-        """The unedited starting point of every edit of ``images``: latents, reconstructions and their
-        measured attributes. Computed by :meth:`apply` when not given; pass it to many :meth:`apply` calls
-        on the same images to encode, decode and measure them once."""
-        z0 = encode_images(self.model, images, self.batch_size)
-        reconstruction = decode_latents(self.model, z0, self.batch_size)
-        return Reference(z0, reconstruction, self.measure(reconstruction).to(z0.device).float())
+    def reference(self, images: Tensor, condition: Condition | None = None) -> Reference:
+        """The unedited starting point of every edit of ``images`` (under their ``condition``, for a
+        conditional model): latents, reconstructions and their measured attributes. Computed by
+        :meth:`apply` when not given; pass it to many :meth:`apply` calls on the same images to encode,
+        decode and measure them once."""
+        z0 = encode_images(self.model, images, self.batch_size, condition)
+        reconstruction = decode_latents(self.model, z0, self.batch_size, condition)
+        measured = self.measure(reconstruction).to(z0.device).float()
+        return Reference(z0, reconstruction, measured, condition)
+
+    def latent_reference(
+        self, latents: Tensor, condition: Condition | None = None, decoded: Tensor | None = None
+    ) -> Reference:
+        """A :class:`Reference` that starts from ``latents [N, D]`` instead of images (new digits drawn from
+        the prior: :func:`genvae.latent.sampling.sample`); ``decoded``: their images when already decoded."""
+        if decoded is None:
+            decoded = decode_latents(self.model, latents, self.batch_size, condition)
+        measured = self.measure(decoded).to(latents.device).float()
+        return Reference(latents, decoded, measured, condition)
 
     def apply(
         self,
@@ -392,14 +421,24 @@ class AttributeControl:
         *,
         absolute: Mapping[str, float] | None = None,
         reference: Reference | None = None,
+        condition: Condition | None = None,
+        counterfactual: Condition | None = None,
     ) -> EditResult:
         """Edit ``images`` as :meth:`edit` does and return the images with their measured attributes.
-        ``reference``: :meth:`reference` of these ``images`` (computed here when None)."""
+        ``reference``: :meth:`reference` of these ``images`` (computed here when None, under ``condition``,
+        the images' own condition for a conditional model); ``counterfactual``: the condition the edited
+        digits are decoded under (default: their own), e.g. ``{"label": new_labels}`` for a label edit."""
         requests = self._requests(dict(changes or {}), dict(absolute or {}))
-        z0, reconstruction, original = reference if reference is not None else self.reference(images)
+        reference = reference if reference is not None else self.reference(images, condition)
+        z0, reconstruction, original, own = reference
         target = torch.full_like(original, float("nan"))
+        decode_condition = own if counterfactual is None else {**(own or {}), **counterfactual}
         if not requests:
-            return EditResult(reconstruction, z0, reconstruction, original, original.clone(), target)
+            if counterfactual is None:
+                return EditResult(reconstruction, z0, reconstruction, original, original.clone(), target)
+            images = decode_latents(self.model, z0, self.batch_size, decode_condition)
+            measured = self.measure(images).to(z0.device).float()
+            return EditResult(images, z0, reconstruction, original, measured, target)
         dims = torch.tensor([cal.dim for cal, _, _ in requests], device=z0.device)
         columns = torch.tensor([ATTRIBUTE_NAMES.index(cal.name) for cal, _, _ in requests], device=z0.device)
         stds = torch.tensor([max(cal.std, 1e-6) for cal, _, _ in requests], device=z0.device)
@@ -425,7 +464,17 @@ class AttributeControl:
         low_t, high_t = torch.tensor(low, device=z.device), torch.tensor(high, device=z.device)
         z[:, dims] = torch.where(wanted.isfinite(), z[:, dims].clamp(low_t, high_t), z0[:, dims])
         return self._refine(
-            z, z0, original, wanted, dims, columns, stds, (low_t, high_t), reconstruction, target
+            z,
+            z0,
+            original,
+            wanted,
+            dims,
+            columns,
+            stds,
+            (low_t, high_t),
+            reconstruction,
+            target,
+            decode_condition,
         )
 
     def _warn_beyond(self, cal: AttributeCalibration, goal: Tensor, request: tuple) -> None:
@@ -454,8 +503,10 @@ class AttributeControl:
         bounds: tuple[Tensor, Tensor],
         reconstruction: Tensor,
         target: Tensor,
+        condition: Condition | None = None,
     ) -> EditResult:
-        """Closed loop: decode, measure, secant step per digit and requested dim; keep each digit's best."""
+        """Closed loop: decode, measure, secant step per digit and requested dim; keep each digit's best
+        (decoded under ``condition``, one row per digit, for a conditional model)."""
         cals = [next(c for c in self.calibrations.values() if c.dim == int(d)) for d in dims]
         latent_std = torch.tensor([c.latent_std for c in cals], device=z.device)
         signs = torch.tensor([c.sign for c in cals], device=z.device)
@@ -465,12 +516,14 @@ class AttributeControl:
         images = measured = active = None
         for round_ in range(self.rounds + 1):
             if active is None:
-                images = decode_latents(self.model, z, self.batch_size)
+                images = decode_latents(self.model, z, self.batch_size, condition)
                 measured = self.measure(images).to(z.device).float()
             else:  # only the digits whose latent moved: the others would decode and measure as before
                 rows = active.nonzero().squeeze(1)
                 images, measured = images.clone(), measured.clone()
-                images[rows] = decode_latents(self.model, z[rows], self.batch_size)
+                images[rows] = decode_latents(
+                    self.model, z[rows], self.batch_size, take_condition(condition, rows)
+                )
                 measured[rows] = self.measure(images[rows]).to(z.device).float()
             achieved = measured[:, columns]
             error = (wanted - achieved) / stds

@@ -47,6 +47,7 @@ from torch import Tensor
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, EditResult, ExtrapolationWarning, Reference
+from genvae.models.conditioning import Condition, take_condition
 
 __all__ = [
     "DEFAULT_PHYSICAL_EDITS",
@@ -176,9 +177,11 @@ def physical_evaluation(
     labels: Tensor | None = None,
     classify: Classifier | None = None,
     reference: Reference | None = None,
+    condition: Condition | None = None,
 ) -> dict[str, float]:
     """Error, leakage and identity of each edit of ``edits`` (physical units, applied alone) of ``images``
-    (``reference``: their :meth:`AttributeControl.reference`, computed here when None).
+    (``reference``: their :meth:`AttributeControl.reference`, computed here when None, under ``condition``,
+    the images' condition for a conditional model).
 
     Keys: ``physical/<a>/error`` (median |achieved - requested| / std_a, closed loop),
     ``physical/<a>/error_open_loop`` (the same with the calibration alone, ``rounds = 0``),
@@ -190,7 +193,7 @@ def physical_evaluation(
     open_loop = copy.copy(control)
     open_loop.rounds = 0
     results: dict[str, float] = {}
-    reference = control.reference(images) if reference is None else reference
+    reference = control.reference(images, condition) if reference is None else reference
     for name, change in edits.items():
         column = ATTRIBUTE_NAMES.index(name)
         others = [b for b in range(len(ATTRIBUTE_NAMES)) if b != column]
@@ -235,8 +238,10 @@ def control_evaluation(
     physical_edits: Mapping[str, float] | None = DEFAULT_PHYSICAL_EDITS,
     physical_images: int = 500,
     class_ranges: Tensor | None = None,
+    condition: Condition | None = None,
 ) -> dict[str, float]:
-    """Error, leakage and identity of closed-loop edits of ``images`` (see the module docstring).
+    """Error, leakage and identity of closed-loop edits of ``images`` (see the module docstring);
+    ``condition``: the images' condition for a conditional model (every edit keeps it).
 
     Keys (flat, for the metrics JSON): ``error/<a>/<step>``, ``error/<a>`` (median over steps and digits),
     ``error`` (mean of the per-attribute errors), ``leakage/<a>/<b>``, ``leakage/<a>`` (mean over ``b``),
@@ -258,7 +263,7 @@ def control_evaluation(
     kept: dict[float, list[Tensor]] = {step: [] for step in steps}
     small_kept, small_plausible = [], []  # edits of at most 1 std, all attributes
     leakage_rows = []
-    reference = control.reference(images) if names else None
+    reference = control.reference(images, condition) if names else None
     for name in names:
         column = ATTRIBUTE_NAMES.index(name)
         errors, changes, same, small, plausible = [], [], [], [], []
@@ -306,6 +311,7 @@ def control_evaluation(
             None if labels is None else labels[take],
             classify,
             reference if same else None,
+            take_condition(condition, take),
         )
     return results
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.latent.control import AttributeControl
 from genvae.metrics.morphometry import ATTRIBUTE_UNITS
+from genvae.models.conditioning import Condition
 
 __all__ = ["comparison_figure", "edit_grid", "format_request", "grid_figure"]
 
@@ -29,18 +30,27 @@ def format_request(value: float, absolute: bool, name: str) -> str:
 
 
 def edit_grid(
-    control: AttributeControl, images: Tensor, name: str, values: Sequence[float], absolute: Sequence[bool]
+    control: AttributeControl,
+    images: Tensor,
+    name: str,
+    values: Sequence[float],
+    absolute: Sequence[bool],
+    condition: Condition | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Edited images ``[R, C, 1, H, W]`` and the measured attribute ``[R, C]`` of ``name``: row ``r`` is
     ``images[r]``, column ``c`` asks for ``values[c]`` (a change, or an absolute value where
-    ``absolute[c]``)."""
+    ``absolute[c]``); ``condition``: the images' condition for a conditional model."""
     if len(values) != len(absolute) or not values:
         raise ValueError("edit_grid: one absolute flag per requested value, and at least one value")
     column = ATTRIBUTE_NAMES.index(name)
     cells, measured = [], []
+    reference = control.reference(images, condition)
     for value, is_absolute in zip(values, absolute, strict=True):
         request = {name: float(value)}
-        result = control.apply(images, absolute=request) if is_absolute else control.apply(images, request)
+        if is_absolute:
+            result = control.apply(images, absolute=request, reference=reference)
+        else:
+            result = control.apply(images, request, reference=reference)
         cells.append(result.images.cpu())
         measured.append(result.measured[:, column].cpu())
     return torch.stack(cells, dim=1), torch.stack(measured, dim=1)
@@ -67,7 +77,7 @@ def grid_figure(
 
     rows, cols = images.shape[:2]
     extra = 0 if originals is None else 1
-    figure = Figure(figsize=(1.25 * (cols + extra) + 0.8, 1.45 * rows + 0.9))
+    figure = Figure(figsize=(max(1.25 * (cols + extra) + 0.8, 6.5), 1.45 * rows + 0.9))  # room for the title
     axes = figure.subplots(rows, cols + extra, squeeze=False)
     unit = ATTRIBUTE_UNITS[name]
     for r in range(rows):
@@ -100,10 +110,16 @@ def comparison_figure(
     title: str,
 ) -> Any:
     """Input, reconstruction and edited digit per row; the requested attributes measured on the
-    reconstruction ``original [N, 6]`` and on the edit ``measured [N, 6]`` written under them."""
+    reconstruction ``original [N, 6]`` and on the edit ``measured [N, 6]`` written under them (a request
+    without attributes, such as a label edit, shows thickness, slant, width and height: the style it keeps)."""
     from matplotlib.figure import Figure
 
-    names = list(requests)
+    names = [name for name in requests if name in ATTRIBUTE_NAMES] or [
+        "thickness",
+        "slant",
+        "width",
+        "height",
+    ]
     columns = [ATTRIBUTE_NAMES.index(n) for n in names]
 
     def caption(values: Tensor) -> str:

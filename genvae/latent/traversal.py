@@ -3,7 +3,9 @@
 These are the latent-space operations the figure callbacks, the attribute control
 (:mod:`genvae.latent.control`) and the ``genvae edit`` command share. They take any module with
 ``encode(x)`` and ``decode(z)`` (``genvae.models.GenerativeModel``); traversals need a flat latent
-(``latent_dim``).
+(``latent_dim``). A conditional model (``condition_names``) encodes and decodes under a condition
+(:mod:`genvae.models.conditioning`), one row per image or latent; traversals of a conditional model decode
+under the conditions of their base digits (the test digits', else class-balanced draws).
 
 Traversal convention: around a centre latent (the mean of the model's test latents after ``test``, the
 prior's 0 otherwise) each traversed dim ``d`` is moved by offsets given in standard deviations of ``d``
@@ -24,10 +26,19 @@ from torch import Tensor, nn
 from genvae.data.attributes import ATTRIBUTE_NAMES, EXTRA_ATTRIBUTE_NAMES, all_attributes, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.metrics.disentanglement import rank
+from genvae.models.conditioning import (
+    LABEL,
+    Condition,
+    batch_condition,
+    condition_kwargs,
+    draw_condition,
+    split_condition,
+)
 
 __all__ = [
     "attribute_curves",
     "attribute_pairs",
+    "base_condition",
     "base_latents",
     "curve_monotonicity",
     "decode_latents",
@@ -61,26 +72,37 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             module.train(was_training)
 
 
-def encode_images(module: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Deterministic latents of ``images`` (``module.encode``, float32), ``batch_size`` images at a time.
+def encode_images(
+    module: nn.Module, images: Tensor, batch_size: int = 1000, condition: Condition | None = None
+) -> Tensor:
+    """Deterministic latents of ``images`` (``module.encode``, float32), ``batch_size`` images at a time;
+    ``condition``: the images' condition (conditional models), a tensor ``[N]`` per name.
 
     Images may be uint8 (0..255) or float in [0, 1]; they are moved to the module's device.
     """
     device = _device(module)
     parts = []
+    conditions = split_condition(condition, batch_size, len(images))
     with eval_mode(module):
-        for chunk in images.split(batch_size):
+        for chunk, part in zip(images.split(batch_size), conditions, strict=True):
             chunk = chunk.to(device)
             chunk = chunk.float().div(255.0) if chunk.dtype == torch.uint8 else chunk.float()
-            parts.append(module.encode(chunk).float())
+            parts.append(module.encode(chunk, **condition_kwargs(part)).float())
     return torch.cat(parts) if parts else torch.empty(0, device=device)
 
 
-def decode_latents(module: nn.Module, latents: Tensor, batch_size: int = 1000) -> Tensor:
-    """Images in [0, 1] decoded from ``latents`` (``module.decode``, float32), ``batch_size`` at a time."""
+def decode_latents(
+    module: nn.Module, latents: Tensor, batch_size: int = 1000, condition: Condition | None = None
+) -> Tensor:
+    """Images in [0, 1] decoded from ``latents`` (``module.decode``, float32), ``batch_size`` at a time;
+    ``condition``: the condition of each latent (conditional models), a tensor ``[N]`` per name."""
     device = _device(module)
+    conditions = split_condition(condition, batch_size, len(latents))
     with eval_mode(module):
-        parts = [module.decode(chunk.to(device)).float() for chunk in latents.split(batch_size)]
+        parts = [
+            module.decode(chunk.to(device), **condition_kwargs(part)).float()
+            for chunk, part in zip(latents.split(batch_size), conditions, strict=True)
+        ]
     return torch.cat(parts)
 
 
@@ -120,15 +142,41 @@ def base_latents(module: L.LightningModule, count: int) -> Tensor:
     return traversal_axis(module)[0].unsqueeze(0)
 
 
+def base_condition(module: L.LightningModule, count: int) -> Condition | None:
+    """Conditions of the ``count`` latents :func:`base_latents` returns (None for an unconditional model):
+    the test digits' own (label, attributes) after ``test``, else class-balanced draws
+    (:func:`~genvae.models.conditioning.draw_condition`)."""
+    if not getattr(module, "condition_names", ()):
+        return None
+    outputs = getattr(module, "test_outputs", None) or {}
+    latents = outputs.get("latent")
+    count = len(base_latents(module, count))
+    usable = latents is not None and len(latents) >= count and (LABEL in outputs or "attributes" in outputs)
+    if usable:
+        rows = {key: outputs[key][:count] for key in (LABEL, "attributes") if key in outputs}
+        try:
+            return {k: v.to(module.device) for k, v in batch_condition(module, rows).items()}
+        except ConfigError:  # the test outputs lack a conditioned attribute
+            pass
+    return draw_condition(module, count)
+
+
 @torch.no_grad()
 def traverse(
-    module: L.LightningModule, dims: Sequence[int], offsets: Tensor, bases: Tensor | None = None
+    module: L.LightningModule,
+    dims: Sequence[int],
+    offsets: Tensor,
+    bases: Tensor | None = None,
+    condition: Condition | None = None,
 ) -> Tensor:
     """Decoded images ``[len(offsets), len(dims), K, C, H, W]`` of the traversals from ``bases [K, D]``.
 
     Image ``[i, j, k]`` is ``bases[k]`` with dim ``dims[j]`` set to ``centre + offsets[i] * std`` of that
-    dim (:func:`traversal_axis`); ``bases`` defaults to the centre itself (K = 1).
+    dim (:func:`traversal_axis`); ``bases`` defaults to the centre itself (K = 1). A conditional model
+    decodes base ``k`` under row ``k`` of ``condition`` (default: :func:`base_condition`).
     """
+    if condition is None and getattr(module, "condition_names", ()):
+        condition = base_condition(module, 1 if bases is None else len(bases))
     center, scale = traversal_axis(module)
     bases = center.unsqueeze(0) if bases is None else bases.to(center.device, center.dtype)
     offsets = offsets.to(center.device, center.dtype)
@@ -138,8 +186,10 @@ def traverse(
     values = center[dims_t] + offsets.unsqueeze(1) * scale[dims_t]  # [steps, dims]
     # the two index tensors are apart, so the indexed view is [dims, steps, K]
     z[:, columns, :, dims_t] = values.T.unsqueeze(-1)
+    repeats = len(offsets) * len(dims_t)  # z.flatten(0, 2) runs over the bases fastest
+    repeated = None if condition is None else {k: v.repeat(repeats) for k, v in condition.items()}
     with eval_mode(module):
-        images = module.decode(z.flatten(0, 2))
+        images = module.decode(z.flatten(0, 2), **condition_kwargs(repeated))
     return images.view(*z.shape[:3], *images.shape[1:])
 
 

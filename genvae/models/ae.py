@@ -7,7 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from genvae.models.base import Batch, VectorLatentModel
+from genvae.models.base import Batch, VectorLatentModel, batch_condition
+from genvae.models.conditioning import Condition
 from genvae.models.losses import bernoulli_nll, squared_error
 
 
@@ -26,12 +27,13 @@ class AE(VectorLatentModel):
         super().__init__(latent_dim=latent_dim, encoder_outputs=1, **kwargs)
         self.reconstruction_loss = reconstruction
 
-    def encode(self, x: Tensor) -> Tensor:
-        return self.encoder_output(x)
+    def encode(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        return self.encoder_output(x, condition)
 
     def losses(self, batch: Batch) -> dict[str, Tensor | float]:
         x = batch["image"]
-        logits = self.decode_logits(self.encode(x)).float()
+        condition = batch_condition(self, batch)
+        logits = self.decode_logits(self.encode(x, condition), condition).float()
         reconstruction = torch.sigmoid(logits)
         if self.reconstruction_loss == "bce":
             recon = bernoulli_nll(logits, x.float()).mean()

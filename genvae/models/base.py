@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -11,13 +12,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.backbones import build_backbone
+from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.errors import ConfigError
 from genvae.metrics.disentanglement import reconstruction_accuracy
 from genvae.metrics.evaluation import EvaluationCollector
+from genvae.models.conditioning import (
+    LABEL,
+    Condition,
+    ConditionEmbedding,
+    batch_condition,
+    check_condition_names,
+)
 from genvae.models.optim import adam
 from genvae.models.running_means import RunningMeans
 from genvae.utils.lightning import is_logging_step
 
 Batch = dict[str, Tensor]
+
+__all__ = ["Batch", "GenerativeModel", "StagedModule", "VectorLatentModel", "batch_condition"]
 
 #: checkpoint key of the training epoch's running sums (see :meth:`StagedModule.on_save_checkpoint`)
 RUNNING_MEANS_KEY = "genvae_running_means"
@@ -211,6 +223,28 @@ class GenerativeModel(StagedModule):
         self.backbone = build_backbone(backbone, self.image_shape, backbone_kwargs)
         self.lr = lr
         self.weight_decay = weight_decay
+        self.condition_embedding = None
+
+    # ----------------------------------------------------------- condition
+    #: Names of the condition the model's networks receive (``label`` and/or attribute names; see
+    #: :mod:`genvae.models.conditioning`); empty for an unconditional model.
+    condition_names: tuple[str, ...] = ()
+    condition_embedding: ConditionEmbedding | None  # set in __init__; a module of conditional models
+    #: Column of ``batch["attributes"]`` of each attribute condition (the datamodule's order, set at setup).
+    condition_columns: dict[str, int] = {}
+
+    def condition_vector(self, condition: Condition | None) -> Tensor | None:
+        """The embedded ``condition`` ``[N, width]`` of a conditional model, None for an unconditional one; a
+        ConfigError when a conditional model gets none or an unconditional one gets a non-empty one."""
+        who = type(self).__name__
+        if self.condition_embedding is None:
+            if condition:
+                raise ConfigError(
+                    f"{who} is not conditional; it cannot take the condition {sorted(condition)}"
+                )
+            return None
+        self.condition_embedding.check(condition, who)
+        return self.condition_embedding(condition)
 
     # ----------------------------------------------------------- interface
     def losses(self, batch: Batch) -> dict[str, Tensor | float]:
@@ -218,22 +252,23 @@ class GenerativeModel(StagedModule):
         with ``"loss"`` the one optimised, plus the reconstructed images under ``"reconstruction"``."""
         raise NotImplementedError
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Deterministic latent representation of images ``x`` (used by metrics and figures)."""
+    def encode(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        """Deterministic latent representation of images ``x`` (used by metrics and figures); ``condition``:
+        the images' condition (conditional models only)."""
         raise NotImplementedError
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Images in [0, 1] decoded from latents ``z``."""
+    def decode(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        """Images in [0, 1] decoded from latents ``z`` (under ``condition`` for a conditional model)."""
         raise NotImplementedError
 
-    def encode_sample(self, x: Tensor) -> Tensor:
+    def encode_sample(self, x: Tensor, condition: Condition | None = None) -> Tensor:
         """One draw of the latent of images ``x``: :meth:`encode` for a deterministic encoder (the default);
         a stochastic one (the VAE family) returns a reparameterised posterior sample."""
-        return self.encode(x)
+        return self.encode(x, condition)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        return self.decode(self.encode(x, condition), condition)
 
     # ----------------------------------------------------------- loop
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
@@ -266,16 +301,17 @@ class GenerativeModel(StagedModule):
     def _collect_test_outputs(self, batch: Batch) -> None:
         """Keep what the test metrics need: latents, attributes, labels and per-image reconstruction accuracy."""
         x = batch["image"]
-        z = self.encode(x)
+        condition = batch_condition(self, batch)
+        z = self.encode(x, condition)
         outputs = {
             "latent": z.flatten(1).float(),
-            "recon_accuracy": reconstruction_accuracy(self.decode(z).float(), x.float()),
+            "recon_accuracy": reconstruction_accuracy(self.decode(z, condition).float(), x.float()),
         }
         outputs.update({key: batch[key] for key in ("label", "index") if key in batch})
         if "attributes" in batch and self.scores_latent_dims:
             outputs["attributes"] = batch["attributes"].float()
             if self.metric_latent == "sample":
-                outputs["latent_sample"] = self.encode_sample(x).flatten(1).float()
+                outputs["latent_sample"] = self.encode_sample(x, condition).flatten(1).float()
         self._test_collector.update(**outputs)
 
     def on_test_epoch_end(self) -> None:
@@ -307,10 +343,11 @@ class GenerativeModel(StagedModule):
         self._test_collector = EvaluationCollector()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        z = self.encode(batch["image"])
+        condition = batch_condition(self, batch)
+        z = self.encode(batch["image"], condition)
         return {
             "latent": z,
-            "reconstruction": self.decode(z),
+            "reconstruction": self.decode(z, condition),
             "label": batch["label"],
             "index": batch["index"],
         }
@@ -319,29 +356,130 @@ class GenerativeModel(StagedModule):
         return adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
+def widen_first_convolution(encoder: nn.Module, extra: int) -> bool:
+    """Give the first layer of ``encoder`` ``extra`` more input channels when it is an ``nn.Conv2d`` (the
+    same kernel, stride and padding; fresh weights): True, else (a linear first layer) False and nothing
+    changes."""
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.Linear):
+            return False
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1:
+                return False
+            widened = nn.Conv2d(
+                module.in_channels + extra,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+            )
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, widened)
+            return True
+    return False
+
+
 class VectorLatentModel(GenerativeModel):
     """A model with a flat latent vector: linear heads between the backbone feature map and the latent.
+
+    **Conditioning** (``condition: [label, thickness, ...]``; CVAE, Sohn et al. 2015): the embedded
+    condition ``y`` (:class:`~genvae.models.conditioning.ConditionEmbedding`: one-hot label, standardized
+    attributes) enters the decoder concatenated to ``z`` before its first linear layer, ``p(x | z, y)``,
+    and the encoder twice, ``q(z | x, y)``: as extra input channels broadcast over the image when the
+    backbone's encoder opens with a convolution (``conv``, ``resnet``: its first convolution gets
+    ``width`` more input channels), and concatenated to the flattened features before the linear head
+    (every backbone, so also ``mlp`` and a user's class). Why the encoder input: ``z`` should hold the
+    style and not the condition (a label swap then keeps the style and changes the class, and prior draws
+    decoded under a label show that label), and only an encoder that sees ``y`` from its first layer can
+    compute condition-free features; given at the head alone, ``y`` can only shift the posterior per
+    condition, and in a first run the decoder kept reading the class from ``z`` (label swaps after 2
+    epochs: 49% classified as the new label). An unconditional model has the same modules, shapes and
+    state-dict keys as before conditioning existed.
 
     Args:
         latent_dim: size of the latent vector.
         encoder_outputs: how many vectors of ``latent_dim`` the encoder head emits (2 for mean/log-variance).
+        condition: names the encoder and decoder are conditioned on: ``label`` and/or attribute names of
+            the datamodule (``thickness``, ``slant``, ``length``, ``area``, ``width``, ``height``); None or
+            empty: unconditional.
     """
 
-    def __init__(self, latent_dim: int = 16, *, encoder_outputs: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        *,
+        encoder_outputs: int = 1,
+        condition: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
+        self.condition_names = check_condition_names(condition)
+        width = 0
+        self.condition_channels = False  # whether the encoder's first convolution takes the condition
+        if self.condition_names:
+            self.condition_embedding = ConditionEmbedding(self.condition_names)
+            width = self.condition_embedding.width
+            self.condition_columns = {
+                name: ATTRIBUTE_NAMES.index(name) for name in self.condition_names if name != LABEL
+            }
+            self.condition_channels = widen_first_convolution(self.backbone.encoder, width)
         feature_shape = self.backbone.feature_shape
         features = math.prod(feature_shape)
-        self.encoder_head = nn.Sequential(nn.Flatten(), nn.Linear(features, encoder_outputs * latent_dim))
+        self.encoder_head = nn.Sequential(
+            nn.Flatten(), nn.Linear(features + width, encoder_outputs * latent_dim)
+        )
         self.decoder_head = nn.Sequential(
-            nn.Linear(latent_dim, features), nn.ReLU(), nn.Unflatten(1, feature_shape)
+            nn.Linear(latent_dim + width, features), nn.ReLU(), nn.Unflatten(1, feature_shape)
         )
 
-    def encoder_output(self, x: Tensor) -> Tensor:
-        return self.encoder_head(self.backbone.encoder(x))
+    def setup(self, stage: str) -> None:
+        """Take the attribute conditions' columns from the datamodule's ``attribute_names``, and their
+        standardization from its training split (once: a checkpoint restores it afterwards)."""
+        super().setup(stage)
+        embedding = self.condition_embedding
+        if embedding is None or not embedding.attribute_names:
+            return
+        datamodule = getattr(self._trainer, "datamodule", None)
+        self.use_attribute_order(getattr(datamodule, "attribute_names", None) or ATTRIBUTE_NAMES)
+        train = (getattr(datamodule, "splits", None) or {}).get("train") or {}
+        if not bool(embedding.statistics_set) and "attributes" in train:
+            columns = torch.tensor([self.condition_columns[n] for n in embedding.attribute_names])
+            embedding.set_statistics(train["attributes"][:, columns.to(train["attributes"].device)])
+        elif not bool(embedding.statistics_set) and stage == "fit":
+            raise ConfigError(
+                f"model.condition: {list(embedding.attribute_names)} need data.init_args.attributes=true"
+            )
 
-    def decode_logits(self, z: Tensor) -> Tensor:
+    def use_attribute_order(self, names: Sequence[str]) -> None:
+        """Read attribute conditions from the columns of ``batch["attributes"]`` named ``names`` (the
+        datamodule's ``attribute_names``); a ConfigError when a conditioned attribute is not among them."""
+        wanted = [name for name in self.condition_names if name != LABEL]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise ConfigError(
+                f"model.condition: {missing} not among the datamodule's attributes {list(names)}"
+            )
+        self.condition_columns = {name: list(names).index(name) for name in wanted}
+
+    def encoder_output(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        c = self.condition_vector(condition)
+        if c is not None and self.condition_channels:
+            planes = c.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], 1)
+        features = self.backbone.encoder(x)
+        if c is not None:  # the head's Flatten leaves the flat [B, features + width] as it is
+            features = torch.cat([features.flatten(1), c.to(features.dtype)], 1)
+        return self.encoder_head(features)
+
+    def decode_logits(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        c = self.condition_vector(condition)
+        if c is not None:
+            z = torch.cat([z, c.to(z.dtype)], 1)
         return self.backbone.decoder(self.decoder_head(z))
 
-    def decode(self, z: Tensor) -> Tensor:
-        return torch.sigmoid(self.decode_logits(z))
+    def decode(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z, condition))

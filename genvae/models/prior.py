@@ -3,6 +3,11 @@
 The prior is a small causal transformer over the ``M * M`` code indices in raster order. Each batch of
 images is encoded to codes on the fly by the frozen VQ-VAE, so it trains on the same datamodule as the
 first stage. New digits are drawn code by code from the prior and decoded by the VQ-VAE.
+
+With ``condition: [label]`` the prior is class-conditional, p(c | y) (the class-conditional PixelCNN prior of
+van den Oord et al. 2017, "Neural Discrete Representation Learning", section 4.2): a learned class token
+(an embedding of the label, ``d_model`` wide) is added to the input of every position, start token included,
+so every code is predicted knowing the class; the VQ-VAE itself is unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torchvision.utils import make_grid
 from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
+from genvae.models.conditioning import LABEL, NUM_CLASSES, Condition, batch_condition, draw_condition
 from genvae.models.optim import adam
 from genvae.models.vqvae import VQVAE
 from genvae.utils.images import log_image
@@ -62,6 +68,7 @@ class VQPrior(StagedModule):
         weight_decay: AdamW weight decay.
         num_samples: digits in the logged sample grid.
         temperature: softmax temperature of sampling.
+        condition: ``[label]`` for a class-conditional prior (a learned class token); None: unconditional.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class VQPrior(StagedModule):
         weight_decay: float = 0.01,
         num_samples: int = 64,
         temperature: float = 1.0,
+        condition: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +103,14 @@ class VQPrior(StagedModule):
         self.sequence_length = math.prod(self.grid_shape)
         self.lr, self.weight_decay = lr, weight_decay
         self.num_samples, self.temperature = num_samples, temperature
+        self.condition_names: tuple[str, ...] = tuple(condition or ())
+        if self.condition_names not in ((), (LABEL,)):
+            raise ConfigError(
+                f"model.condition: {list(self.condition_names)}; the prior can be conditioned on [label] only"
+            )
+        self.condition_columns: dict[str, int] = {}
+        # the class token; absent from an unconditional prior's state dict
+        self.class_embedding = nn.Embedding(NUM_CLASSES, d_model) if self.condition_names else None
 
         self.token_embedding = nn.Embedding(self.num_codes + 1, d_model)  # index num_codes = start token
         self.position_embedding = nn.Parameter(torch.randn(self.sequence_length, d_model) * 0.02)
@@ -125,12 +141,35 @@ class VQPrior(StagedModule):
         )
 
     # ----------------------------------------------------------- model
-    def logits(self, codes: Tensor) -> Tensor:
-        """Logits ``[B, L, K]`` of each code given the codes before it, for a raster sequence ``[B, L]``."""
+    def class_token(self, condition: Condition | None, n: int) -> Tensor | None:
+        """The class token ``[n, d_model]`` of a conditional prior (None for an unconditional one); a
+        ConfigError when a conditional prior gets no label or an unconditional one gets a condition."""
+        if self.class_embedding is None:
+            if condition:
+                raise ConfigError(
+                    f"VQPrior is not conditional; it cannot take the condition {sorted(condition)}"
+                )
+            return None
+        if not condition or LABEL not in condition or set(condition) != {LABEL}:
+            given = sorted(condition or {})
+            raise ConfigError(f"VQPrior needs condition ['label'] (given: {given})")
+        label = condition[LABEL].long().to(self.class_embedding.weight.device)
+        if len(label) != n:
+            raise ConfigError(f"VQPrior: condition label has {len(label)} entries for {n} sequences")
+        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= NUM_CLASSES):
+            raise ConfigError(f"condition label: classes must lie in [0, {NUM_CLASSES})")
+        return self.class_embedding(label)
+
+    def logits(self, codes: Tensor, condition: Condition | None = None) -> Tensor:
+        """Logits ``[B, L, K]`` of each code given the codes before it (and the class, for a conditional
+        prior), for a raster sequence ``[B, L]``."""
         length = codes.shape[1]
         start = torch.full_like(codes[:, :1], self.num_codes)
         inputs = torch.cat([start, codes[:, :-1]], dim=1)
         hidden = self.token_embedding(inputs) + self.position_embedding[:length]
+        token = self.class_token(condition, len(codes))
+        if token is not None:
+            hidden = hidden + token.unsqueeze(1)
         hidden = self.transformer(hidden, mask=self.causal_mask[:length, :length], is_causal=True)
         return self.head(self.norm(hidden)).float()
 
@@ -139,12 +178,14 @@ class VQPrior(StagedModule):
         """Raster code sequence ``[B, M * M]`` of images, from the frozen VQ-VAE."""
         return self.vqvae.encode_indices(images.float()).flatten(1)
 
-    def nll(self, codes: Tensor) -> Tensor:
+    def nll(self, codes: Tensor, condition: Condition | None = None) -> Tensor:
         """Mean negative log-likelihood in nats per code."""
-        logits = self.logits(codes)
+        logits = self.logits(codes, condition)
         return F.cross_entropy(logits.reshape(-1, self.num_codes), codes.reshape(-1))
 
-    def _next_logits(self, inputs: Tensor, position: int, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def _next_logits(
+        self, inputs: Tensor, position: int, cache: list[tuple[Tensor, Tensor]], token: Tensor | None = None
+    ) -> Tensor:
         """Logits ``[n, K]`` of the code at ``position`` given the input token there (``[n]``: the start token
         or the previous code) and the keys and values of the earlier positions in ``cache``.
 
@@ -152,8 +193,11 @@ class VQPrior(StagedModule):
         ``nn.TransformerEncoderLayer`` attends from the new position to the cached keys and values, so a
         sequence of ``L`` codes costs ``L`` single-position passes instead of ``L`` passes over growing
         prefixes. ``cache`` holds per layer the keys and values ``[n, heads, L, d_head]``, filled here.
+        ``token``: the class token ``[n, d]`` of a conditional prior.
         """
         x = self.token_embedding(inputs) + self.position_embedding[position]  # [n, d]
+        if token is not None:
+            x = x + token
         for layer, (keys, values) in zip(self.transformer.layers, cache, strict=True):
             attention = layer.self_attn
             heads = attention.num_heads
@@ -170,10 +214,13 @@ class VQPrior(StagedModule):
         return self.head(self.norm(x)).float()
 
     @torch.no_grad()
-    def sample_codes(self, n: int, temperature: float | None = None) -> Tensor:
+    def sample_codes(
+        self, n: int, temperature: float | None = None, condition: Condition | None = None
+    ) -> Tensor:
         """``n`` code grids ``[n, M, M]`` drawn from the prior, one code at a time (with a key/value cache:
-        :meth:`_next_logits`)."""
+        :meth:`_next_logits`); a conditional prior draws from p(c | y) for ``condition = {"label": [n]}``."""
         temperature = self.temperature if temperature is None else temperature
+        token = self.class_token(condition, n)
         was_training = self.training
         self.eval()
         weight = self.token_embedding.weight
@@ -184,19 +231,20 @@ class VQPrior(StagedModule):
         codes = torch.zeros(n, self.sequence_length, dtype=torch.long, device=self.device)
         inputs = torch.full((n,), self.num_codes, dtype=torch.long, device=self.device)  # the start token
         for i in range(self.sequence_length):
-            logits = self._next_logits(inputs, i, cache) / temperature
+            logits = self._next_logits(inputs, i, cache, token) / temperature
             codes[:, i] = inputs = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
         self.train(was_training)
         return codes.view(n, *self.grid_shape)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float | None = None) -> Tensor:
-        """``n`` new images ``[n, C, H, W]`` in [0, 1]: prior samples decoded by the VQ-VAE."""
-        return self.vqvae.decode_indices(self.sample_codes(n, temperature)).float()
+    def sample(self, n: int, temperature: float | None = None, condition: Condition | None = None) -> Tensor:
+        """``n`` new images ``[n, C, H, W]`` in [0, 1]: prior samples decoded by the VQ-VAE (of the classes
+        ``condition["label"]`` for a conditional prior)."""
+        return self.vqvae.decode_indices(self.sample_codes(n, temperature, condition)).float()
 
     # ----------------------------------------------------------- loop
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
-        nll = self.nll(self.encode_codes(batch["image"]))
+        nll = self.nll(self.encode_codes(batch["image"]), batch_condition(self, batch))
         values = {"loss": nll.detach(), "bits_per_code": nll.detach() / math.log(2)}
         self.log_stage(stage, values, len(batch["image"]))
         return nll
@@ -205,7 +253,7 @@ class VQPrior(StagedModule):
         super().on_validation_epoch_end()
         if self.trainer.sanity_checking:
             return
-        samples = self.sample(self.num_samples)
+        samples = self.sample(self.num_samples, condition=draw_condition(self, self.num_samples))
         grid = make_grid(samples.cpu(), nrow=math.ceil(math.sqrt(self.num_samples)), padding=2, pad_value=0.5)
         log_image(self.trainer, "val/samples", grid[:1])
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, GenerativeModel
+from genvae.models.conditioning import Condition
 from genvae.models.losses import bernoulli_nll, squared_error
 from genvae.models.quantizer import VectorQuantizer, code_usage, perplexity
 
@@ -80,8 +81,10 @@ class VQVAE(GenerativeModel):
         """Continuous encoder grid ``z_e`` ``[B, D, M, M]``."""
         return self.pre_quantization(self.backbone.encoder(x))
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Quantized latent grid ``[B, D, M, M]`` (float32; no codebook update)."""
+    def encode(self, x: Tensor, condition: Condition | None = None) -> Tensor:
+        """Quantized latent grid ``[B, D, M, M]`` (float32; no codebook update). Unconditional: a
+        non-empty ``condition`` is an error."""
+        self.condition_vector(condition)
         return self.quantizer.lookup(self.encoder_output(x))[0]
 
     def encode_indices(self, x: Tensor) -> Tensor:
@@ -91,7 +94,8 @@ class VQVAE(GenerativeModel):
     def decode_logits(self, z_q: Tensor) -> Tensor:
         return self.backbone.decoder(self.post_quantization(z_q))
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, condition: Condition | None = None) -> Tensor:
+        self.condition_vector(condition)
         return torch.sigmoid(self.decode_logits(z))
 
     def decode_indices(self, indices: Tensor) -> Tensor:

@@ -40,8 +40,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("vae", "vae_family", needs=("classifier",), iwae=True),
         Experiment("betavae", "vae_family", needs=("classifier",), iwae=True),
         Experiment("arvae", "vae_family", needs=("classifier",), iwae=True),
+        # label-conditional siblings (condition: [label]); the same overlay: its callbacks draw a conditional
+        # model's samples class-balanced and encode / decode / edit each digit under its own label
+        Experiment("cvae", "vae_family", needs=("classifier",), iwae=True),
+        Experiment("arvae_conditional", "vae_family", needs=("classifier",), iwae=True),
         Experiment("vqvae", "autoencoder", needs=("classifier",)),
         Experiment("vqvae_prior", "vqvae_prior", needs=("classifier", "vqvae")),
+        # class-conditional prior (condition: [label]) over the same seed's VQ-VAE; samples class-balanced
+        Experiment("vqvae_prior_conditional", "vqvae_prior", needs=("classifier", "vqvae")),
     )
 }
 
@@ -81,7 +87,8 @@ class Preset:
         return ["--trainer.max_epochs", str(self.epochs[experiment]), *self.overrides_for(experiment)]
 
 
-_VAE_FAMILY = ("ae", "vae", "betavae", "arvae")
+_VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional")
+_PRIORS = ("vqvae_prior", "vqvae_prior_conditional")
 _PAPER = {"data.init_args.batch_size": "128", "model.init_args.lr": "1.0e-4"}
 
 PRESETS: dict[str, Preset] = {
@@ -91,7 +98,12 @@ PRESETS: dict[str, Preset] = {
             "cpu",
             # 10 epochs: the AR-VAE meets the paper's interpretability (0.85) and reconstruction accuracy
             # (97%); 4 prior epochs make its samples digits; a seed of all seven takes ~30 min on 2 cores
-            epochs={"classifier": 2, **dict.fromkeys(_VAE_FAMILY, 10), "vqvae": 3, "vqvae_prior": 4},
+            epochs={
+                "classifier": 2,
+                **dict.fromkeys(_VAE_FAMILY, 10),
+                "vqvae": 3,
+                **dict.fromkeys(_PRIORS, 4),
+            },
             iwae_samples=50,
             # closed-loop control on 500 test digits (the physical-edit targets' count) instead of 1,000
             callback_overrides={"AttributeControlEvaluation": {"num_images": 500, "calibration_images": 500}},
@@ -99,7 +111,12 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "full",
-            epochs={"classifier": 5, **dict.fromkeys(_VAE_FAMILY, 100), "vqvae": 20, "vqvae_prior": 20},
+            epochs={
+                "classifier": 5,
+                **dict.fromkeys(_VAE_FAMILY, 100),
+                "vqvae": 20,
+                **dict.fromkeys(_PRIORS, 20),
+            },
             overrides=dict.fromkeys(_VAE_FAMILY, _PAPER),
             iwae_samples=100,
             hardware="GPU",

@@ -63,8 +63,11 @@ LABELS = {
     "vae": "VAE",
     "betavae": "β-VAE (β = 4)",
     "arvae": "AR-VAE",
+    "cvae": "CVAE (label)",
+    "arvae_conditional": "AR-VAE (label-conditional)",
     "vqvae": "VQ-VAE",
     "vqvae_prior": "VQ-VAE + prior",
+    "vqvae_prior_conditional": "VQ-VAE + class-conditional prior",
 }
 ATTRIBUTES = ("thickness", "slant", "length", "area", "width", "height")
 # the physical-unit edit targets, as evaluated by AttributeControlEvaluation (labels only)

@@ -201,7 +201,7 @@ class ResultsRunner:
             "--trainer.logger.version",
             log_version,
         ]
-        if experiment == "vqvae_prior":
+        if "vqvae" in EXPERIMENTS[experiment].needs:  # the priors: the same seed's VQ-VAE
             args += ["--model.init_args.vqvae_checkpoint", str(self.paths("vqvae", seed).checkpoint)]
         return args
 
