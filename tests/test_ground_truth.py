@@ -47,3 +47,33 @@ def test_unknown_modes_are_refused() -> None:
         ground_truth_evaluation(
             lambda x, r: x, images, sources, thickness, intensity, thickness, modes=("slant",)
         )
+
+
+def test_genvae_test_scores_edits_against_the_truth(tiny_mnist, tmp_path) -> None:  # noqa: ANN001
+    """An AR-VAE of the causal dataset (thickness, intensity regularized) through `genvae test` with only the
+    ground-truth callback: every key of both modes in the metrics JSON."""
+    import json
+
+    import yaml
+
+    from .conftest import REPO
+    from .test_cli import checkpoint_of, data_args, run_cli
+
+    checkpoint = checkpoint_of("arvae_causal", tiny_mnist, tmp_path)
+    overlay = tmp_path / "truth.yaml"
+    callback = {
+        "class_path": "genvae.callbacks.GroundTruthCounterfactuals",
+        "init_args": {"num_images": 8, "calibration_images": 16, "rounds": 1},
+    }
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    config = str(REPO / "experiments" / "arvae_causal.yaml")
+    args = ["test", "--config", config, "--config", str(overlay), "--ckpt_path", str(checkpoint)]
+    run_cli(
+        [*args, "--trainer.accelerator", "cpu", "--trainer.logger", "false", *data_args(tiny_mnist)], tmp_path
+    )
+    metrics = json.loads(checkpoint.with_name(f"{checkpoint.stem}.metrics.json").read_text())
+    for mode in ("thickness", "thickness_intensity", "unedited"):
+        for key in ("mae", "mae_std", "thickness_error", "intensity_error"):
+            assert f"test/ground_truth/{mode}/{key}" in metrics, (mode, key)
+    assert 0 < metrics["test/ground_truth/unedited/mae"] < 255
+    assert metrics["test/ground_truth/truth/thickness_error"] < 1.0

@@ -181,8 +181,11 @@ class AttributeControl:
         calibrations: one :class:`AttributeCalibration` per controlled attribute, by name.
         rounds: closed-loop refinement rounds per edit (0 = the calibration's open-loop guess).
         tolerance: stop refining once every digit is within this many attribute stds.
-        measure: images ``[N, C, H, W]`` -> attributes ``[N, 6]`` (default: the Morpho-MNIST morphometrics).
+        measure: images ``[N, C, H, W]`` -> attributes ``[N, A]`` (default: the six Morpho-MNIST
+            morphometrics; :func:`~genvae.data.attributes.all_attributes` adds intensity).
         batch_size: images encoded / decoded per forward pass.
+        attribute_names: the names of ``measure``'s columns (default :data:`ATTRIBUTE_NAMES`; with
+            ``all_attributes``, :data:`~genvae.data.attributes.ALL_ATTRIBUTE_NAMES`).
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class AttributeControl:
         tolerance: float = 0.02,
         measure: Measure = morpho_attributes,
         batch_size: int = 1000,
+        attribute_names: Sequence[str] = ATTRIBUTE_NAMES,
     ) -> None:
         if rounds < 0 or tolerance < 0 or batch_size < 1:
             raise ConfigError("AttributeControl: rounds and tolerance must be >= 0, batch_size >= 1")
@@ -203,6 +207,7 @@ class AttributeControl:
         self.tolerance = tolerance
         self.measure = measure
         self.batch_size = batch_size
+        self.attribute_names = tuple(attribute_names)
 
     # ------------------------------------------------------------------ calibration
     @classmethod
@@ -226,14 +231,13 @@ class AttributeControl:
         informative dim of the interpretability metric on these images. ``kwargs`` go to the constructor.
         """
         latent_dim = check_flat_latent(model)
-        unknown = [name for name in names if name not in ATTRIBUTE_NAMES]
+        known = tuple(kwargs.get("attribute_names", ATTRIBUTE_NAMES))  # type: ignore[arg-type]
+        unknown = [name for name in names if name not in known]
         if unknown or not names:
-            raise ConfigError(
-                f"AttributeControl: unknown attributes {unknown}; choose from {list(ATTRIBUTE_NAMES)}"
-            )
-        if attributes.dim() != 2 or attributes.shape != (len(images), len(ATTRIBUTE_NAMES)):
+            raise ConfigError(f"AttributeControl: unknown attributes {unknown}; choose from {list(known)}")
+        if attributes.dim() != 2 or attributes.shape != (len(images), len(known)):
             raise ValueError(
-                f"expected attributes [N={len(images)}, {len(ATTRIBUTE_NAMES)}], got {list(attributes.shape)}"
+                f"expected attributes [N={len(images)}, {len(known)}], got {list(attributes.shape)}"
             )
         if steps < 2 or span <= 0 or num_bases < 1:
             raise ConfigError("AttributeControl.fit: steps must be >= 2, span > 0 and num_bases >= 1")
@@ -252,7 +256,7 @@ class AttributeControl:
             raise ValueError(
                 f"AttributeControl.fit: need at least 3 images with finite attributes, got {len(latents)}"
             )
-        dims = cls._dims(model, latents, attributes, names)
+        dims = cls._dims(model, latents, attributes, names, control.attribute_names)
         mean, std = latents.mean(0), latents.std(0).clamp(min=1e-6)
         offsets = torch.linspace(-span, span, steps, device=latents.device)
         bases = latents[:num_bases]  # [K, D]
@@ -267,7 +271,7 @@ class AttributeControl:
         measured = control.measure(decoded).view(len(names), steps, len(bases), -1)
         calibrations = {}
         for i, name in enumerate(names):
-            column = ATTRIBUTE_NAMES.index(name)
+            column = control.attribute_names.index(name)
             curve = measured[i, :, :, column].nanmean(dim=1)  # [T], NaN where every image is blank
             keep = curve.isfinite()
             if keep.sum() < 2:
@@ -289,7 +293,9 @@ class AttributeControl:
         return control
 
     @staticmethod
-    def _dims(model: nn.Module, latents: Tensor, attributes: Tensor, names: Sequence[str]) -> list[int]:
+    def _dims(
+        model: nn.Module, latents: Tensor, attributes: Tensor, names: Sequence[str], columns: Sequence[str]
+    ) -> list[int]:
         regularized = dict(
             zip(
                 getattr(model, "regularized_attributes", ()),
@@ -298,7 +304,7 @@ class AttributeControl:
             )
         )
         informative = interpretability(latents, attributes)[0].tolist()
-        return [int(regularized.get(name, informative[ATTRIBUTE_NAMES.index(name)])) for name in names]
+        return [int(regularized.get(name, informative[columns.index(name)])) for name in names]
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict[str, object]:
@@ -356,8 +362,8 @@ class AttributeControl:
 
     # ------------------------------------------------------------------ edits
     def _requests(
-        self, changes: Mapping[str, float], absolute: Mapping[str, float]
-    ) -> list[tuple[AttributeCalibration, float, bool]]:
+        self, changes: Mapping[str, float | Tensor], absolute: Mapping[str, float | Tensor]
+    ) -> list[tuple[AttributeCalibration, float | Tensor, bool]]:
         overlap = set(changes) & set(absolute)
         if overlap:
             raise ConfigError(f"edit: {sorted(overlap)} requested both as a change and as an absolute value")
@@ -366,13 +372,20 @@ class AttributeControl:
             *((n, v, False) for n, v in changes.items()),
             *((n, v, True) for n, v in absolute.items()),
         ]:
-            if name not in ATTRIBUTE_NAMES:
-                raise ConfigError(f"edit: unknown attribute {name!r}; choose from {list(ATTRIBUTE_NAMES)}")
+            if name not in self.attribute_names:
+                raise ConfigError(
+                    f"edit: unknown attribute {name!r}; choose from {list(self.attribute_names)}"
+                )
             if name not in self.calibrations:
                 raise ConfigError(f"edit: {name} is not calibrated; calibrated: {list(self.calibrations)}")
-            if not math.isfinite(float(value)):
+            if isinstance(value, Tensor):  # one value per digit
+                if not bool(value.isfinite().all()):
+                    raise ConfigError(f"edit: {name} has values that are not finite numbers")
+            elif not math.isfinite(float(value)):
                 raise ConfigError(f"edit: {name}={value} is not a finite number")
-            requests.append((self.calibrations[name], float(value), is_absolute))
+            requests.append(
+                (self.calibrations[name], value if isinstance(value, Tensor) else float(value), is_absolute)
+            )
         dims = [cal.dim for cal, _, _ in requests]
         shared = {d for d in dims if dims.count(d) > 1}
         if shared:
@@ -385,9 +398,9 @@ class AttributeControl:
     def edit(
         self,
         images: Tensor,
-        changes: Mapping[str, float] | None = None,
+        changes: Mapping[str, float | Tensor] | None = None,
         *,
-        absolute: Mapping[str, float] | None = None,
+        absolute: Mapping[str, float | Tensor] | None = None,
     ) -> Tensor:
         """Edited images ``[N, C, H, W]`` in [0, 1]: ``changes`` (physical units) relative to the attributes of
         the unedited reconstruction, ``absolute`` values set outright; ``edit(images, {})`` is the
@@ -417,9 +430,9 @@ class AttributeControl:
     def apply(
         self,
         images: Tensor,
-        changes: Mapping[str, float] | None = None,
+        changes: Mapping[str, float | Tensor] | None = None,
         *,
-        absolute: Mapping[str, float] | None = None,
+        absolute: Mapping[str, float | Tensor] | None = None,
         reference: Reference | None = None,
         condition: Condition | None = None,
         counterfactual: Condition | None = None,
@@ -427,7 +440,8 @@ class AttributeControl:
         """Edit ``images`` as :meth:`edit` does and return the images with their measured attributes.
         ``reference``: :meth:`reference` of these ``images`` (computed here when None, under ``condition``,
         the images' own condition for a conditional model); ``counterfactual``: the condition the edited
-        digits are decoded under (default: their own), e.g. ``{"label": new_labels}`` for a label edit."""
+        digits are decoded under (default: their own), e.g. ``{"label": new_labels}`` for a label edit.
+        A request's value may be a tensor ``[N]``: one change or absolute value per digit."""
         requests = self._requests(dict(changes or {}), dict(absolute or {}))
         reference = reference if reference is not None else self.reference(images, condition)
         z0, reconstruction, original, own = reference
@@ -440,17 +454,19 @@ class AttributeControl:
             measured = self.measure(images).to(z0.device).float()
             return EditResult(images, z0, reconstruction, original, measured, target)
         dims = torch.tensor([cal.dim for cal, _, _ in requests], device=z0.device)
-        columns = torch.tensor([ATTRIBUTE_NAMES.index(cal.name) for cal, _, _ in requests], device=z0.device)
+        columns = torch.tensor(
+            [self.attribute_names.index(cal.name) for cal, _, _ in requests], device=z0.device
+        )
         stds = torch.tensor([max(cal.std, 1e-6) for cal, _, _ in requests], device=z0.device)
+        base = torch.zeros_like(original[:, 0])
+
+        def asked(cal: AttributeCalibration, value: float | Tensor, is_absolute: bool) -> Tensor:
+            value = value.to(base) if isinstance(value, Tensor) else value
+            return base + value if is_absolute else original[:, self.attribute_names.index(cal.name)] + value
+
         wanted = torch.stack(
-            [
-                torch.full_like(original[:, 0], value)
-                if is_absolute
-                else original[:, ATTRIBUTE_NAMES.index(cal.name)] + value
-                for cal, value, is_absolute in requests
-            ],
-            dim=1,
-        )  # [N, J]
+            [asked(*request) for request in requests], dim=1
+        )  # [N, J]; a tensor value gives each digit its own request
         target[:, columns] = wanted
         z = z0.clone()
         low, high = [], []
@@ -483,7 +499,10 @@ class AttributeControl:
         beyond = finite & ((goal < lo - 1e-9) | (goal > hi + 1e-9))
         if beyond.any():
             _, value, is_absolute = request
-            asked = f"={value:g}" if is_absolute else f"{value:+g}"
+            if isinstance(value, Tensor):
+                asked = "=<per digit>" if is_absolute else " changes per digit"
+            else:
+                asked = f"={value:g}" if is_absolute else f"{value:+g}"
             warnings.warn(
                 f"AttributeControl: {cal.name}{asked} is beyond the calibrated range of z{cal.dim} "
                 f"([{lo:.3g}, {hi:.3g}]) for {int(beyond.sum())} of {int(finite.sum())} digits (extrapolation)",

@@ -44,6 +44,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         # model's samples class-balanced and encode / decode / edit each digit under its own label
         Experiment("cvae", "vae_family", needs=("classifier",), iwae=True),
         Experiment("arvae_conditional", "vae_family", needs=("classifier",), iwae=True),
+        # on the causal Morpho-MNIST (thickness -> intensity): edits scored against true counterfactuals
+        Experiment("vae_causal", "causal", needs=("classifier",), iwae=True),
+        Experiment("arvae_causal", "causal", needs=("classifier",), iwae=True),
         Experiment("vqvae", "autoencoder", needs=("classifier",)),
         Experiment("vqvae_prior", "vqvae_prior", needs=("classifier", "vqvae")),
         # class-conditional prior (condition: [label]) over the same seed's VQ-VAE; samples class-balanced
@@ -87,7 +90,7 @@ class Preset:
         return ["--trainer.max_epochs", str(self.epochs[experiment]), *self.overrides_for(experiment)]
 
 
-_VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional")
+_VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional", "vae_causal", "arvae_causal")
 _PRIORS = ("vqvae_prior", "vqvae_prior_conditional")
 _PAPER = {"data.init_args.batch_size": "128", "model.init_args.lr": "1.0e-4"}
 
@@ -106,7 +109,10 @@ PRESETS: dict[str, Preset] = {
             },
             iwae_samples=50,
             # closed-loop control on 500 test digits (the physical-edit targets' count) instead of 1,000
-            callback_overrides={"AttributeControlEvaluation": {"num_images": 500, "calibration_images": 500}},
+            callback_overrides={
+                "AttributeControlEvaluation": {"num_images": 500, "calibration_images": 500},
+                "GroundTruthCounterfactuals": {"num_images": 500, "calibration_images": 500},
+            },
             hardware="CPU (2 cores)",
         ),
         Preset(
@@ -142,6 +148,7 @@ PRESETS: dict[str, Preset] = {
                     "steps": [1.0],
                     "rounds": 1,
                 },
+                "GroundTruthCounterfactuals": {"num_images": 8, "calibration_images": 16, "rounds": 1},
             },
             hardware="CPU",
         ),
