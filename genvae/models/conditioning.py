@@ -107,10 +107,17 @@ class ConditionEmbedding(nn.Module):
     def forward(self, condition: Mapping[str, Tensor]) -> Tensor:
         parts = []
         if LABEL in self.names:
-            label = condition[LABEL].long().to(self.attribute_mean.device)
-            if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.num_classes):
+            label = condition[LABEL].long()
+            # checked on the host only where the labels are (no device sync per step): on a GPU an
+            # out-of-range class fails the row lookup below with a device-side assert instead
+            if (
+                label.device.type == "cpu"
+                and label.numel()
+                and not 0 <= label.min() <= label.max() < self.num_classes
+            ):
                 raise ConfigError(f"condition label: classes must lie in [0, {self.num_classes})")
-            parts.append(nn.functional.one_hot(label, self.num_classes).float())
+            label = label.to(self.attribute_mean.device)
+            parts.append(torch.eye(self.num_classes, device=label.device)[label])  # one-hot rows
         if self.attribute_names:
             values = torch.stack(
                 [condition[name].to(self.attribute_mean).float() for name in self.attribute_names], 1
