@@ -6,11 +6,13 @@ from genvae.callbacks.figures import Interpolation, LatentScatter, Reconstructio
 from genvae.callbacks.latent_metrics import LatentMetrics
 from genvae.callbacks.morphometry import MorphometricFidelity
 from genvae.callbacks.progress import EpochSummary, LoggingStepProgressBar
+from genvae.callbacks.soundness import CounterfactualSoundness
 from genvae.callbacks.speed import SpeedUp
 from genvae.callbacks.traversal import LatentTraversal
 
 __all__ = [
     "AttributeControlEvaluation",
+    "CounterfactualSoundness",
     "EpochSummary",
     "ImportanceWeightedNLL",
     "Interpolation",
