@@ -123,6 +123,7 @@ def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pyt
         "LatentTraversal",
         "AttributeControlEvaluation",
         "CounterfactualSoundness",
+        "ConditionalGeneration",
         "Reconstructions",
         "Samples",
         "Interpolation",
