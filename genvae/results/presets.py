@@ -125,6 +125,7 @@ PRESETS: dict[str, Preset] = {
                     "steps": [1.0],
                     "rounds": 1,
                 },
+                "CounterfactualSoundness": {"reversibility_images": 4, "rounds": 1},
             },
             hardware="CPU",
         ),
