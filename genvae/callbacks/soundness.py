@@ -58,7 +58,7 @@ class CounterfactualSoundness(L.Callback):
     def __init__(
         self,
         num_images: int | None = None,
-        reversibility_images: int = 200,
+        reversibility_images: int = 100,
         attributes: list[str] | None = None,
         step: float = 1.0,
         cycles: list[int] | None = None,

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from genvae.latent.control import AttributeControl, ExtrapolationWarning
+from genvae.latent.control import AttributeControl, ExtrapolationWarning, Reference
 from genvae.latent.traversal import _device, eval_mode
 from genvae.metrics.soundness import DEFAULT_CYCLES, Edit, composition, mean_std, reversibility, to_unit
 
@@ -123,14 +123,17 @@ def condition_edit(
     return edit
 
 
-def attribute_edit(control: AttributeControl, changes: Mapping[str, float]) -> Edit:
+def attribute_edit(
+    control: AttributeControl, changes: Mapping[str, float], reference: Reference | None = None
+) -> Edit:
     """A closed-loop :meth:`AttributeControl.edit` of ``changes`` (physical units, relative to each digit's
-    reconstruction), without the extrapolation warnings of large edits of extreme digits."""
+    reconstruction), without the extrapolation warnings of large edits of extreme digits. ``reference``:
+    :meth:`AttributeControl.reference` of the images the edit will be given (shared by many edits of them)."""
 
     def edit(images: Tensor) -> Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExtrapolationWarning)
-            return control.apply(images, changes).images.float()
+            return control.apply(images, changes, reference=reference).images.float()
 
     return edit
 
@@ -210,10 +213,13 @@ def soundness_evaluation(
             distances.append(reversibility(forward, condition_edit(model, changed, own, batch_size), subset))
         record(name, torch.cat(distances))
     if control is not None and not names:  # edits through the latent (the control encodes unconditionally)
+        reference = control.reference(to_unit(subset))  # the forward edits all start from these digits
         for name in attributes if attributes is not None else control.calibrations:
             delta = step * control.calibrations[name].std
             distances = [
-                reversibility(attribute_edit(control, {name: s}), attribute_edit(control, {name: -s}), subset)
+                reversibility(
+                    attribute_edit(control, {name: s}, reference), attribute_edit(control, {name: -s}), subset
+                )
                 for s in (delta, -delta)
             ]
             record(name, torch.cat(distances))
