@@ -34,6 +34,10 @@ EXPECTED = [
     *(f"test/{name}" for name in DISENTANGLEMENT),
     *(f"test/interpretability/{name}" for name in ATTRIBUTE_NAMES),
     "test/morpho/fmd",
+    *(f"test/soundness/composition/{m}{s}" for m in (1, 10) for s in ("", "_std")),
+    "test/soundness/reversibility",
+    "test/soundness/reversibility_std",
+    *(f"test/soundness/reversibility/{name}" for name in ATTRIBUTE_NAMES),
     *(f"test/morpho/{kind}/{name}" for kind in ("w1", "ks", "recon_mae") for name in ATTRIBUTE_NAMES),
 ]
 
@@ -44,6 +48,7 @@ QUICK = {
     "LatentTraversal": {"num_bases": 2, "curve_steps": 3},  # attribute curves measure 6 x 3 x 2 images
     # closed-loop edits of 8 digits, one step, one refinement round (tests/test_latent_control.py covers more)
     "AttributeControlEvaluation": {"num_images": 8, "calibration_images": 16, "steps": [1.0], "rounds": 1},
+    "CounterfactualSoundness": {"reversibility_images": 4, "rounds": 1},
 }
 
 
@@ -117,6 +122,8 @@ def test_the_overlay_replaces_the_callbacks_and_the_cli_adds_its_own(capsys: pyt
         "ImportanceWeightedNLL",
         "LatentTraversal",
         "AttributeControlEvaluation",
+        "CounterfactualSoundness",
+        "ConditionalGeneration",
         "Reconstructions",
         "Samples",
         "Interpolation",

@@ -247,7 +247,13 @@ def test_autoencoder_overlay_composes_with_the_ae(capsys: pytest.CaptureFixture)
     assert info.value.code == 0
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
     names = [c["class_path"].rsplit(".", 1)[-1] for c in callbacks]
-    assert names == ["MorphometricFidelity", "Reconstructions", "Interpolation", "LatentScatter"]
+    assert names == [
+        "MorphometricFidelity",
+        "CounterfactualSoundness",
+        "Reconstructions",
+        "Interpolation",
+        "LatentScatter",
+    ]
     assert callbacks[0]["init_args"]["samples"] is False
 
 
@@ -263,6 +269,11 @@ def test_autoencoder_overlay_end_to_end_on_a_vqvae(
     assert not any(key.startswith("test/morpho/w1") or key == "test/morpho/fmd" for key in written)
     assert written["test/morpho/undefined/pairs"] < 100  # 100 tiny test images, not all left out
     assert all(written[f"test/morpho/recon_mae/{n}"] >= 0 for n in ATTRIBUTE_NAMES)
+    # counterfactual soundness: composition only (no flat latent to edit attributes through)
+    for m in (1, 10):  # an imperfect tiny model: some drift, far from the 255 of a blank-for-white swap
+        assert 0 < written[f"test/soundness/composition/{m}"] < 128
+        assert written[f"test/soundness/composition/{m}_std"] >= 0
+    assert not any(key.startswith("test/soundness/reversibility") for key in written)
     assert {
         "test/morpho/reconstruction",
         "test/reconstructions",

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from genvae.results.presets import EXPERIMENTS, PRESETS
-from genvae.results.render import aggregate, fmt, latent_table, replace_marked_sections, runs_table
+from genvae.results.render import (
+    aggregate,
+    conditional_table,
+    fmt,
+    latent_table,
+    replace_marked_sections,
+    runs_table,
+    soundness_table,
+)
 from genvae.results.speed import speed_tables
 
 from .conftest import REPO
@@ -77,6 +85,80 @@ def test_runs_table_gives_wall_minutes_per_seed_and_the_total(tmp_path: Path) ->
     ]
     assert table.endswith("All runs together: 6 min of wall time.")  # (120+30+90+33+60+6) s = 5.65 min
     assert "no runs yet" in runs_table(aggregate(tmp_path / "empty"))
+
+
+def _rows(table: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")
+    ]
+
+
+def test_soundness_and_conditional_tables_are_absent_without_their_keys(tmp_path: Path) -> None:
+    write_run(tmp_path, "vae", 0, {"test/mig": 0.1})  # a run of today's results: no soundness keys
+    summary = aggregate(tmp_path)
+    assert soundness_table(summary) == "_no soundness evaluation in the runs yet_"
+    assert conditional_table(summary) == "_no conditional generation evaluation in the runs yet_"
+    assert "no soundness" in soundness_table(aggregate(tmp_path / "empty"))
+
+
+def test_soundness_table_mean_over_seeds_and_image_std(tmp_path: Path) -> None:
+    for seed, (one, ten) in enumerate([(1.0, 3.0), (2.0, 5.0)]):
+        metrics = {
+            "test/soundness/composition/1": one,
+            "test/soundness/composition/1_std": 0.5,
+            "test/soundness/composition/10": ten,
+            "test/soundness/composition/10_std": 1.5 + seed,
+            "test/soundness/reversibility": 7.0,
+            "test/soundness/reversibility_std": 2.0,
+        }
+        write_run(tmp_path, "arvae", seed, metrics)
+    write_run(
+        tmp_path, "vqvae", 0, {"test/soundness/composition/1": 4.0, "test/soundness/composition/10": 9.0}
+    )
+    rows = _rows(soundness_table(aggregate(tmp_path)))
+    assert rows[0][:4] == [
+        "model",
+        "composition, 1 null edit ↓",
+        "composition, 10 null edits ↓",
+        "reversibility ±1 std ↓",
+    ]
+    assert len(rows[0]) == 4  # no conditional model: no label columns
+    assert rows[2] == ["AR-VAE", "1.50 ± 0.71 (σ 0.50)", "4.00 ± 1.41 (σ 2.00)", "7.00 ± 0.00 (σ 2.00)"]
+    assert rows[3] == ["VQ-VAE", "4.00", "9.00", "—"]  # composition only: no attribute dims
+
+
+def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_path: Path) -> None:
+    metrics = {
+        "test/soundness/composition/1": 1.0,
+        "test/soundness/composition/10": 2.0,
+        "test/soundness/reversibility/label": 3.0,
+        "test/soundness/effectiveness/label": 0.96,
+        "test/conditional/accuracy": 0.97,
+        **{f"test/conditional/accuracy/{c}": 0.9 + c / 100 for c in range(10)},
+        "test/conditional/attribute_error/thickness": 0.12,
+        "test/conditional/fid": 3.25,
+        "test/conditional/precision": 0.8,
+        "test/conditional/recall": 0.7,
+        "test/conditional/fmd": 0.05,
+    }
+    write_run(tmp_path, "cvae", 0, metrics)  # an experiment the tables do not know by name
+    write_run(tmp_path, "ae", 0, {"test/soundness/composition/1": 0.5, "test/soundness/composition/10": 0.9})
+    rows = _rows(soundness_table(aggregate(tmp_path)))
+    assert rows[0][-2:] == ["reversibility do(label) ↓", "do(label) classified as the new label"]
+    assert rows[2] == ["AE", "0.50", "0.90", "—", "—", "—"]
+    assert rows[3] == ["cvae", "1.00", "2.00", "—", "3.00", "96.0%"]
+    rows = _rows(conditional_table(aggregate(tmp_path)))
+    assert rows[0] == [
+        "model",
+        "classified as requested",
+        "worst class",
+        "thickness error / std",
+        "FID ↓",
+        "precision",
+        "recall",
+        "morphometric FMD ↓",
+    ]
+    assert rows[2] == ["cvae", "97.0%", "90.0%", "0.120", "3.2", "0.800", "0.700", "0.050"]
 
 
 def test_replace_marked_sections_keeps_everything_else() -> None:

@@ -149,6 +149,7 @@ PRESETS: dict[str, Preset] = {
                     "rounds": 1,
                 },
                 "GroundTruthCounterfactuals": {"num_images": 8, "calibration_images": 16, "rounds": 1},
+                "CounterfactualSoundness": {"reversibility_images": 4, "rounds": 1},
             },
             hardware="CPU",
         ),

@@ -356,6 +356,89 @@ def control_table(summary: Summary) -> str:
     return f"{table}\n\n{_provenance(summary, experiments)}"
 
 
+def _with_experiment_key(summary: Summary, key: str) -> list[str]:
+    """The experiments (README order, then any other, e.g. new conditional models) that have ``key``."""
+    return [e for e in summary.experiments() if summary.get(e, key) is not None]
+
+
+def soundness_table(summary: Summary) -> str:
+    """Counterfactual soundness (``test/soundness/*``, Monteiro et al. 2023; protocol of Melistas et al.
+    2024): composition after 1 and 10 null edits and reversibility of ±1 std edits, per-image mean
+    |x - x_0| on the 0-255 scale; per model the mean over seeds ± std over seeds, and in brackets the
+    std over the test images (the mean over seeds of each run's std)."""
+    experiments = _with_experiment_key(summary, "test/soundness/composition/1")
+    if not experiments:
+        return "_no soundness evaluation in the runs yet_"
+
+    def cell(experiment: str, key: str) -> str:
+        stat = summary.get(experiment, key)
+        spread = summary.get(experiment, f"{key}_std")
+        if stat is None or spread is None:
+            return fmt(stat, 2)
+        return f"{fmt(stat, 2)} (σ {spread.mean:.2f})"
+
+    label_keys = ("test/soundness/reversibility/label", "test/soundness/effectiveness/label")
+    conditional = any(summary.get(e, k) is not None for e in experiments for k in label_keys)
+    header = ["model", "composition, 1 null edit ↓", "composition, 10 null edits ↓", "reversibility ±1 std ↓"]
+    header += ["reversibility do(label) ↓", "do(label) classified as the new label"] if conditional else []
+    rows = []
+    for e in experiments:
+        row = [LABELS.get(e, e)]
+        row += [cell(e, f"test/soundness/composition/{m}") for m in (1, 10)]
+        row += [cell(e, "test/soundness/reversibility")]
+        if conditional:
+            row += [
+                cell(e, "test/soundness/reversibility/label"),
+                fmt(summary.get(e, "test/soundness/effectiveness/label"), 1, 100.0, "%"),
+            ]
+        rows.append(row)
+    note = (
+        " Mean |x − x₀| per image on the 0–255 scale (σ: its std over the test images); reversibility pools "
+        "the +1 std and −1 std edits of every edited attribute, each followed by the edit back."
+    )
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
+
+
+def conditional_table(summary: Summary) -> str:
+    """Conditional generation (``test/conditional/*``): class accuracy of class-balanced samples, the error
+    of each conditioned attribute, and their sample quality against the test set."""
+    experiments = _with_experiment_key(summary, "test/conditional/accuracy")
+    if not experiments:
+        return "_no conditional generation evaluation in the runs yet_"
+    attributes = [
+        a
+        for a in ATTRIBUTES
+        if any(summary.get(e, f"test/conditional/attribute_error/{a}") for e in experiments)
+    ]
+
+    def worst_class(experiment: str) -> str:
+        stats = [summary.get(experiment, f"test/conditional/accuracy/{c}") for c in range(10)]
+        stats = [s for s in stats if s is not None]
+        return f"{min(s.mean for s in stats) * 100:.1f}%" if stats else "—"
+
+    header = ["model", "classified as requested", "worst class"]
+    header += [f"{a} error / std" for a in attributes]
+    header += ["FID ↓", "precision", "recall", "morphometric FMD ↓"]
+    rows = [
+        [
+            LABELS.get(e, e),
+            fmt(summary.get(e, "test/conditional/accuracy"), 1, 100.0, "%"),
+            worst_class(e),
+            *[fmt(summary.get(e, f"test/conditional/attribute_error/{a}"), 3) for a in attributes],
+            fmt(summary.get(e, "test/conditional/fid"), 1),
+            fmt(summary.get(e, "test/conditional/precision"), 3),
+            fmt(summary.get(e, "test/conditional/recall"), 3),
+            fmt(summary.get(e, "test/conditional/fmd"), 3),
+        ]
+        for e in experiments
+    ]
+    note = (
+        " Class-balanced samples (as many as test images), the conditioned attributes requested at the values "
+        "of real test digits of the class; error: median |measured − requested| / test std."
+    )
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
+
+
 def runs_table(summary: Summary) -> str:
     """Wall time of every run (``run.json``): per experiment the seeds, epochs, and fit and test minutes per
     seed, then the total, so a reader sees what a preset costs on the machine the runs name."""
@@ -401,6 +484,8 @@ TABLES: dict[str, Callable[[Summary], str]] = {
     "morphometry": morphometry_table,
     "reconstruction-morphometry": reconstruction_morphometry_table,
     "control": control_table,
+    "soundness": soundness_table,
+    "conditional": conditional_table,
 }
 
 
