@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,24 @@ def test_a_conditional_model_is_edited_through_its_condition() -> None:
     assert (ConditionalFake.classify(edit(images)).argmax(1) == (condition["label"] + 1) % 10).all()
     with pytest.raises(ValueError, match="no condition for"):
         null_edit(model, None)(images)
+
+
+def test_a_label_conditional_vae_is_also_edited_through_its_latent() -> None:
+    """A real label-conditional VAE: the label through the condition, the attributes through a control
+    calibrated and applied under each digit's own label."""
+    from genvae.data.attributes import morpho_attributes
+    from genvae.latent.control import AttributeControl
+    from genvae.models import VAE
+
+    torch.manual_seed(0)
+    model = VAE(latent_dim=4, backbone="mlp", backbone_kwargs={"hidden": [32]}, condition=["label"]).eval()
+    images = torch.zeros(24, 1, 28, 28)
+    for i in range(24):
+        images[i, 0, 6:22, 10 + i % 5 : 13 + i % 5 + i % 3] = 1.0  # bars of several widths and places
+    condition = {"label": torch.arange(24) % 10}
+    control = AttributeControl.fit(
+        model, images, morpho_attributes(images), ["thickness"], rounds=1, condition=condition
+    )
+    results = soundness_evaluation(model, images, condition, control, ["thickness"], reversibility_images=6)
+    assert {"reversibility/label", "reversibility/thickness", "reversibility"} <= set(results)
+    assert all(math.isfinite(results[key]) for key in ("reversibility/label", "composition/10"))

@@ -30,8 +30,8 @@ from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import load_classifier
 from genvae.errors import ConfigError
 from genvae.latent.generation import conditional_generation_evaluation
-from genvae.latent.soundness import condition_names
 from genvae.metrics.sample_quality import ClassifierFeatures
+from genvae.models.conditioning import condition_names
 from genvae.utils.images import figure_to_array, log_image
 
 __all__ = ["ConditionalGeneration"]

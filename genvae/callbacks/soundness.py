@@ -13,9 +13,10 @@ Attribute edits through the latent use the model's :class:`~genvae.latent.contro
 calibration ``<checkpoint stem>.control.json`` beside the tested checkpoint when it exists (written by
 :class:`~genvae.callbacks.AttributeControlEvaluation`, listed before this callback in
 ``experiments/eval/vae_family.yaml``), else one fitted here on the first ``calibration_images`` training
-images. A model without a flat latent (VQ-VAE) gets composition only. A conditional model (issue 21's
-``condition_names``) is edited through its condition, with the classifier (``classifier_checkpoint``) scoring
-its label edits (``effectiveness/label``).
+images. A model without a flat latent (VQ-VAE) gets composition only. A conditional model
+(``condition: [label, ...]``) is edited through its condition for what it is conditioned on, with the
+classifier (``classifier_checkpoint``) scoring its label edits (``effectiveness/label``), and through the
+latent, under each digit's own condition, for the other attributes.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import sys
 
 import lightning as L
 import torch
-from torch import Tensor
 
 from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import load_classifier
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, calibration_path
-from genvae.latent.soundness import condition_names, soundness_evaluation
+from genvae.latent.soundness import soundness_evaluation
 from genvae.metrics.soundness import DEFAULT_CYCLES
+from genvae.models.conditioning import batch_condition, condition_names
 
 __all__ = ["CounterfactualSoundness"]
 
@@ -116,13 +117,10 @@ class CounterfactualSoundness(L.Callback):
 
     def _control(self, trainer: L.Trainer, pl_module: L.LightningModule) -> AttributeControl | None:
         """The saved calibration beside the checkpoint when it covers the attributes, else a fitted one; None
-        for a model without a flat latent, a conditional model or no attributes to edit."""
+        for a model without a flat latent or no attributes to edit (a conditional model's calibration decodes
+        each digit under its own condition)."""
         names = self._names(pl_module)
-        if (
-            not names
-            or condition_names(pl_module)
-            or not isinstance(getattr(pl_module, "latent_dim", None), int)
-        ):
+        if not names or not isinstance(getattr(pl_module, "latent_dim", None), int):
             return None
         if trainer.ckpt_path and calibration_path(trainer.ckpt_path).is_file():
             control = AttributeControl.load(
@@ -143,15 +141,13 @@ class CounterfactualSoundness(L.Callback):
         if attributes is None or names_of_data != ATTRIBUTE_NAMES:
             attributes = morpho_attributes(images)
         attributes = attributes[: len(images)].to(pl_module.device)
-        return AttributeControl.fit(pl_module, images, attributes, names, rounds=self.rounds)
-
-    @staticmethod
-    def _condition(pl_module: L.LightningModule, test: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        if not condition_names(pl_module):
-            return None
-        from genvae.models.base import batch_condition  # issue 21's interface, there for conditional models
-
-        return batch_condition(pl_module, test)
+        rows = {
+            k: v[: len(images)].to(pl_module.device) for k, v in train.items() if k in ("label", "attributes")
+        }
+        condition = batch_condition(pl_module, rows)
+        return AttributeControl.fit(
+            pl_module, images, attributes, names, rounds=self.rounds, condition=condition
+        )
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
@@ -161,7 +157,7 @@ class CounterfactualSoundness(L.Callback):
         results = soundness_evaluation(
             pl_module,
             test["image"],
-            self._condition(pl_module, test),
+            batch_condition(pl_module, test),
             self._control(trainer, pl_module),
             self._names(pl_module),
             self.reversibility_images,

@@ -19,12 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
-from genvae.latent.soundness import Condition, condition_names
 from genvae.latent.traversal import _device, eval_mode
 from genvae.metrics.conditional import attribute_request_errors, balanced_indices, label_accuracy
 from genvae.metrics.morphometry import attribute_distances
 from genvae.metrics.sample_quality import frechet_distance, precision_recall
 from genvae.metrics.soundness import to_unit
+from genvae.models.conditioning import Condition, condition_names
 
 __all__ = ["balanced_condition", "conditional_generation_evaluation", "conditional_samples"]
 

@@ -38,6 +38,7 @@ from genvae.models.conditioning import (
     Condition,
     batch_condition,
     condition_kwargs,
+    condition_names,
     draw_condition,
 )
 
@@ -62,7 +63,7 @@ class SampleResult:
 def latent_attributes(model: nn.Module) -> tuple[str, ...]:
     """Attributes a model can set through a calibrated latent dim: the AR-VAE's regularized attributes that
     are not among its conditions (those go through the condition)."""
-    names = tuple(getattr(model, "condition_names", ()) or ())
+    names = condition_names(model)
     return tuple(a for a in getattr(model, "regularized_attributes", ()) or () if a not in names)
 
 
@@ -71,7 +72,7 @@ def check_requests(
 ) -> dict[str, str]:
     """How each request is served (name -> ``"condition"`` / ``"latent"``), or a ConfigError naming it."""
     who = type(model).__name__
-    names = tuple(getattr(model, "condition_names", ()) or ())
+    names = condition_names(model)
     via: dict[str, str] = {}
     if label is not None:
         if LABEL not in names:
@@ -114,7 +115,7 @@ def _condition(
     data: Mapping[str, Tensor] | None,
 ) -> Condition | None:
     """The condition of ``n`` draws: requested label / attributes, the rest filled in (see the module)."""
-    names = tuple(getattr(model, "condition_names", ()) or ())
+    names = condition_names(model)
     if not names:
         return None
     missing = [name for name in names if name != LABEL and name not in requested]

@@ -5,7 +5,7 @@ Three kinds of edit, each an ``images -> images`` callable built for one set of 
 - **null edit** (:func:`null_edit`): abduct and predict with nothing changed, ``decode(encode(x))`` through the
   model's deterministic latent (the posterior mean of the VAE family, the quantized grid of the VQ-VAE).
   A model with ``condition_names`` (the conditional models of issue 21) encodes and decodes each digit with
-  its own condition (label, attributes), as :func:`genvae.models.base.batch_condition` builds it;
+  its own condition (label, attributes), as :func:`genvae.models.conditioning.batch_condition` builds it;
 - **condition edits** (:func:`condition_edit`), for conditional models: abduct under the digit's condition,
   decode under a changed one (``do(label = l')``, ``do(thickness = t + 1 std)``); the way back decodes under
   the original condition again, so the reversibility of a conditioned parent is exact by construction of
@@ -38,23 +38,16 @@ from torch import Tensor, nn
 from genvae.latent.control import AttributeControl, ExtrapolationWarning, Reference
 from genvae.latent.traversal import _device, eval_mode
 from genvae.metrics.soundness import DEFAULT_CYCLES, Edit, composition, mean_std, reversibility, to_unit
+from genvae.models.conditioning import Condition, condition_names
 
 __all__ = [
-    "Condition",
     "attribute_edit",
     "condition_edit",
-    "condition_names",
     "null_edit",
     "soundness_evaluation",
 ]
 
-Condition = dict[str, Tensor]  # name -> [N]: "label" int64, attributes in physical units
 Classifier = Callable[[Tensor], Tensor]  # images -> class logits [N, C]
-
-
-def condition_names(model: nn.Module) -> tuple[str, ...]:
-    """The model's ``condition_names`` (issue 21's interface), ``()`` for an unconditional model."""
-    return tuple(getattr(model, "condition_names", ()) or ())
 
 
 def _rows(condition: Condition | None, rows: slice) -> Condition | None:
@@ -124,16 +117,20 @@ def condition_edit(
 
 
 def attribute_edit(
-    control: AttributeControl, changes: Mapping[str, float], reference: Reference | None = None
+    control: AttributeControl,
+    changes: Mapping[str, float],
+    reference: Reference | None = None,
+    condition: Condition | None = None,
 ) -> Edit:
     """A closed-loop :meth:`AttributeControl.edit` of ``changes`` (physical units, relative to each digit's
     reconstruction), without the extrapolation warnings of large edits of extreme digits. ``reference``:
-    :meth:`AttributeControl.reference` of the images the edit will be given (shared by many edits of them)."""
+    :meth:`AttributeControl.reference` of the images the edit will be given (shared by many edits of them);
+    ``condition``: the images' own condition (conditional models)."""
 
     def edit(images: Tensor) -> Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExtrapolationWarning)
-            return control.apply(images, changes, reference=reference).images.float()
+            return control.apply(images, changes, reference=reference, condition=condition).images.float()
 
     return edit
 
@@ -166,7 +163,7 @@ def soundness_evaluation(
 ) -> dict[str, float]:
     """Composition and reversibility of ``model``'s edits of ``images`` (``[N, C, H, W]``, uint8 or [0, 1]).
 
-    ``condition``: each image's condition (conditional models; :func:`genvae.models.base.batch_condition`).
+    ``condition``: each image's condition (conditional models; :func:`genvae.models.conditioning.batch_condition`).
     ``control``: a calibrated :class:`AttributeControl` of the model (None: no attribute edits through the
     latent); ``attributes``: the calibrated attributes edited (default: all of the control's). Reversibility
     uses the first ``reversibility_images`` images (None: all).
@@ -212,13 +209,17 @@ def soundness_evaluation(
             forward = condition_edit(model, own, changed, batch_size)
             distances.append(reversibility(forward, condition_edit(model, changed, own, batch_size), subset))
         record(name, torch.cat(distances))
-    if control is not None and not names:  # edits through the latent (the control encodes unconditionally)
-        reference = control.reference(to_unit(subset))  # the forward edits all start from these digits
+    if control is not None:  # edits through the latent, each digit under its own condition
+        reference = control.reference(to_unit(subset), own)  # the forward edits all start from these digits
         for name in attributes if attributes is not None else control.calibrations:
+            if name in names:  # edited through the condition above
+                continue
             delta = step * control.calibrations[name].std
             distances = [
                 reversibility(
-                    attribute_edit(control, {name: s}, reference), attribute_edit(control, {name: -s}), subset
+                    attribute_edit(control, {name: s}, reference, own),
+                    attribute_edit(control, {name: -s}, condition=own),
+                    subset,
                 )
                 for s in (delta, -delta)
             ]

@@ -31,6 +31,7 @@ __all__ = [
     "ConditionEmbedding",
     "batch_condition",
     "check_condition_names",
+    "condition_names",
     "condition_kwargs",
     "draw_condition",
     "split_condition",
@@ -126,11 +127,17 @@ class ConditionEmbedding(nn.Module):
         return torch.cat(parts, 1)
 
 
+def condition_names(model: Any) -> tuple[str, ...]:
+    """The names ``model`` is conditioned on (its ``condition_names``), ``()`` for an unconditional model or
+    any module without them (a classifier, a wrapped network)."""
+    return tuple(getattr(model, "condition_names", ()) or ())
+
+
 def batch_condition(model: Any, batch: Mapping[str, Tensor]) -> Condition | None:
     """The condition of a batch for ``model``: ``batch["label"]`` and the columns of ``batch["attributes"]``
     given by the model's ``condition_columns`` (name -> column, recorded from the datamodule's
     ``attribute_names`` at setup); None for an unconditional model."""
-    names = tuple(getattr(model, "condition_names", ()) or ())
+    names = condition_names(model)
     if not names:
         return None
     condition: Condition = {}
@@ -156,7 +163,7 @@ def draw_condition(
     unconditional): labels class-balanced (``(offset + i) mod NUM_CLASSES``); with attribute conditions, the
     labels and attributes of rows ``offset + i`` (cycled) of ``data`` (a split: ``label``, ``attributes``;
     default: the test split of the model's trainer's datamodule)."""
-    names = tuple(getattr(model, "condition_names", ()) or ())
+    names = condition_names(model)
     if not names:
         return None
     device = getattr(model, "device", torch.device("cpu"))
