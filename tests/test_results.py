@@ -15,6 +15,7 @@ from genvae.results.render import (
     aggregate,
     conditional_table,
     fmt,
+    ground_truth_table,
     latent_table,
     replace_marked_sections,
     runs_table,
@@ -141,12 +142,12 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
         "test/conditional/recall": 0.7,
         "test/conditional/fmd": 0.05,
     }
-    write_run(tmp_path, "cvae", 0, metrics)  # an experiment the tables do not know by name
+    write_run(tmp_path, "cvae_wide", 0, metrics)  # an experiment the tables do not know by name
     write_run(tmp_path, "ae", 0, {"test/soundness/composition/1": 0.5, "test/soundness/composition/10": 0.9})
     rows = _rows(soundness_table(aggregate(tmp_path)))
     assert rows[0][-2:] == ["reversibility do(label) ↓", "do(label) classified as the new label"]
     assert rows[2] == ["AE", "0.50", "0.90", "—", "—", "—"]
-    assert rows[3] == ["cvae", "1.00", "2.00", "—", "3.00", "96.0%"]
+    assert rows[3] == ["cvae_wide", "1.00", "2.00", "—", "3.00", "96.0%"]
     rows = _rows(conditional_table(aggregate(tmp_path)))
     assert rows[0] == [
         "model",
@@ -158,7 +159,7 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
         "recall",
         "morphometric FMD ↓",
     ]
-    assert rows[2] == ["cvae", "97.0%", "90.0%", "0.120", "3.2", "0.800", "0.700", "0.050"]
+    assert rows[2] == ["cvae_wide", "97.0%", "90.0%", "0.120", "3.2", "0.800", "0.700", "0.050"]
 
 
 def test_replace_marked_sections_keeps_everything_else() -> None:
@@ -276,3 +277,29 @@ def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
             assert other_seed
     with second.claim("vae", 0, wait=False) as taken:
         assert taken
+
+
+def test_ground_truth_table_rows_per_way_of_asking(tmp_path: Path) -> None:
+    for seed, mae in enumerate([10.0, 12.0]):
+        metrics = {"test/ground_truth/truth/thickness_error": 0.1}
+        for way, scale in (("unedited", 3.0), ("thickness", 2.0), ("thickness_intensity", 1.0)):
+            metrics |= {
+                f"test/ground_truth/{way}/mae": mae * scale,
+                f"test/ground_truth/{way}/thickness_error": 0.2 * scale,
+                f"test/ground_truth/{way}/intensity_error": 5.0 * scale,
+            }
+        write_run(tmp_path, "arvae_causal", seed, metrics)
+    metrics = {f"test/ground_truth/{w}/mae": 20.0 for w in ("unedited", "thickness")}  # one mode only
+    write_run(tmp_path, "vae_causal", 0, metrics)
+    table = ground_truth_table(aggregate(tmp_path))
+    rows = _rows(table)
+    assert len(rows[0]) == 5 and all(len(row) == 5 for row in rows)  # no stray pipes in the cells
+    assert [row[0] for row in rows[2:]] == [
+        *["VAE (causal Morpho-MNIST)"] * 2,
+        *["AR-VAE (thickness, intensity; causal Morpho-MNIST)"] * 3,
+    ]
+    assert rows[2][1:] == ["nothing (the test digit itself)", "20.00", "—", "—"]
+    assert rows[4][1:4] == ["nothing (the test digit itself)", "33.00 ± 4.24", "0.600 ± 0.000"]
+    assert rows[6][1:3] == ["thickness t′ and the mechanism's intensity i′", "11.00 ± 1.41"]
+    assert "the truth itself measures" in table
+    assert ground_truth_table(aggregate(tmp_path / "none")).startswith("_no ground-truth")
