@@ -77,7 +77,7 @@ def grid_figure(
 
     rows, cols = images.shape[:2]
     extra = 0 if originals is None else 1
-    figure = Figure(figsize=(max(1.25 * (cols + extra) + 0.8, 6.5), 1.45 * rows + 0.9))  # room for the title
+    figure = Figure(figsize=(max(1.25 * (cols + extra) + 0.8, 6.5), 1.45 * rows + 1.2))  # room for the title
     axes = figure.subplots(rows, cols + extra, squeeze=False)
     unit = ATTRIBUTE_UNITS[name]
     for r in range(rows):
@@ -94,7 +94,7 @@ def grid_figure(
         axes[0, 0].set_title("input", fontsize=8)
     for c, text in enumerate(column_titles):
         axes[0, c + extra].set_title(text, fontsize=8)
-    figure.suptitle(f"{title}\ncolumns: requested {name} ({unit}); under each digit: {name} measured on it")
+    figure.suptitle(f"{title}\ncolumns: requested {name} ({unit})\nunder each digit: {name} measured on it")
     figure.tight_layout()
     return figure
 
