@@ -50,8 +50,8 @@ def test_unknown_modes_are_refused() -> None:
 
 
 def test_genvae_test_scores_edits_against_the_truth(tiny_mnist, tmp_path) -> None:  # noqa: ANN001
-    """An AR-VAE of the causal dataset (thickness, intensity regularized) through `genvae test` with only the
-    ground-truth callback: every key of both modes in the metrics JSON."""
+    """An AR-VAE of the causal dataset (thickness, intensity regularized) through `genvae test` with the
+    ground-truth and soundness callbacks: every key of both modes, and both attributes' reversibility."""
     import json
 
     import yaml
@@ -65,7 +65,12 @@ def test_genvae_test_scores_edits_against_the_truth(tiny_mnist, tmp_path) -> Non
         "class_path": "genvae.callbacks.GroundTruthCounterfactuals",
         "init_args": {"num_images": 8, "calibration_images": 16, "rounds": 1},
     }
-    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    # soundness of the regularized dims, intensity included (the control measures seven attributes)
+    soundness = {
+        "class_path": "genvae.callbacks.CounterfactualSoundness",
+        "init_args": {"num_images": 8, "reversibility_images": 4, "calibration_images": 16, "rounds": 1},
+    }
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback, soundness]}}))
     config = str(REPO / "experiments" / "arvae_causal.yaml")
     args = ["test", "--config", config, "--config", str(overlay), "--ckpt_path", str(checkpoint)]
     run_cli(
@@ -76,4 +81,7 @@ def test_genvae_test_scores_edits_against_the_truth(tiny_mnist, tmp_path) -> Non
         for key in ("mae", "mae_std", "thickness_error", "intensity_error"):
             assert f"test/ground_truth/{mode}/{key}" in metrics, (mode, key)
     assert 0 < metrics["test/ground_truth/unedited/mae"] < 255
+    assert {"test/soundness/reversibility/thickness", "test/soundness/reversibility/intensity"} <= set(
+        metrics
+    )
     assert metrics["test/ground_truth/truth/thickness_error"] < 1.0

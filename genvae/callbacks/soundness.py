@@ -28,7 +28,7 @@ import torch
 
 from genvae.callbacks.control import AttributeControlEvaluation
 from genvae.callbacks.evaluation import load_classifier
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.data.attributes import ALL_ATTRIBUTE_NAMES, ATTRIBUTE_NAMES, all_attributes, morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, calibration_path
 from genvae.latent.soundness import soundness_evaluation
@@ -136,17 +136,28 @@ class CounterfactualSoundness(L.Callback):
             )
         images = train["image"][: self.calibration_images].to(pl_module.device)
         images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+        # intensity (an AR-VAE of the causal Morpho-MNIST regularizes it) needs the seven-column measure
+        seven = any(name not in ATTRIBUTE_NAMES for name in names)
+        measure = all_attributes if seven else morpho_attributes
+        columns = ALL_ATTRIBUTE_NAMES if seven else ATTRIBUTE_NAMES
         attributes = train.get("attributes")
         names_of_data = tuple(getattr(trainer.datamodule, "attribute_names", ()))
-        if attributes is None or names_of_data != ATTRIBUTE_NAMES:
-            attributes = morpho_attributes(images)
+        if attributes is None or names_of_data != columns:
+            attributes = measure(images)
         attributes = attributes[: len(images)].to(pl_module.device)
         rows = {
             k: v[: len(images)].to(pl_module.device) for k, v in train.items() if k in ("label", "attributes")
         }
         condition = batch_condition(pl_module, rows)
         return AttributeControl.fit(
-            pl_module, images, attributes, names, rounds=self.rounds, condition=condition
+            pl_module,
+            images,
+            attributes,
+            names,
+            rounds=self.rounds,
+            condition=condition,
+            measure=measure,
+            attribute_names=columns,
         )
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
