@@ -117,15 +117,16 @@ def test_soundness_table_mean_over_seeds_and_image_std(tmp_path: Path) -> None:
         tmp_path, "vqvae", 0, {"test/soundness/composition/1": 4.0, "test/soundness/composition/10": 9.0}
     )
     rows = _rows(soundness_table(aggregate(tmp_path)))
-    assert rows[0][:4] == [
+    assert rows[0][:5] == [
         "model",
+        "seeds",
         "composition, 1 null edit ↓",
         "composition, 10 null edits ↓",
         "reversibility ±1 std ↓",
     ]
-    assert len(rows[0]) == 4  # no conditional model: no label columns
-    assert rows[2] == ["AR-VAE", "1.50 ± 0.71 (σ 0.50)", "4.00 ± 1.41 (σ 2.00)", "7.00 ± 0.00 (σ 2.00)"]
-    assert rows[3] == ["VQ-VAE", "4.00", "9.00", "—"]  # composition only: no attribute dims
+    assert len(rows[0]) == 5  # no conditional model: no label columns
+    assert rows[2] == ["AR-VAE", "2", "1.50 ± 0.71 (σ 0.50)", "4.00 ± 1.41 (σ 2.00)", "7.00 ± 0.00 (σ 2.00)"]
+    assert rows[3] == ["VQ-VAE", "1", "4.00", "9.00", "—"]  # composition only: no attribute dims
 
 
 def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_path: Path) -> None:
@@ -146,8 +147,8 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
     write_run(tmp_path, "ae", 0, {"test/soundness/composition/1": 0.5, "test/soundness/composition/10": 0.9})
     rows = _rows(soundness_table(aggregate(tmp_path)))
     assert rows[0][-2:] == ["reversibility do(label) ↓", "do(label) classified as the new label"]
-    assert rows[2] == ["AE", "0.50", "0.90", "—", "—", "—"]
-    assert rows[3] == ["cvae_wide", "1.00", "2.00", "—", "3.00", "96.0%"]
+    assert rows[2] == ["AE", "1", "0.50", "0.90", "—", "—", "—"]
+    assert rows[3] == ["cvae_wide", "1", "1.00", "2.00", "—", "3.00", "96.0%"]
     rows = _rows(conditional_table(aggregate(tmp_path)))
     assert rows[0] == [
         "model",

@@ -383,11 +383,12 @@ def soundness_table(summary: Summary) -> str:
 
     label_keys = ("test/soundness/reversibility/label", "test/soundness/effectiveness/label")
     conditional = any(summary.get(e, k) is not None for e in experiments for k in label_keys)
-    header = ["model", "composition, 1 null edit ↓", "composition, 10 null edits ↓", "reversibility ±1 std ↓"]
+    header = ["model", "seeds", "composition, 1 null edit ↓", "composition, 10 null edits ↓"]
+    header += ["reversibility ±1 std ↓"]
     header += ["reversibility do(label) ↓", "do(label) classified as the new label"] if conditional else []
     rows = []
     for e in experiments:
-        row = [LABELS.get(e, e)]
+        row = [LABELS.get(e, e), str(summary.get(e, "test/soundness/composition/1").n)]  # seeds with the keys
         row += [cell(e, f"test/soundness/composition/{m}") for m in (1, 10)]
         row += [cell(e, "test/soundness/reversibility")]
         if conditional:
@@ -397,6 +398,7 @@ def soundness_table(summary: Summary) -> str:
             ]
         rows.append(row)
     note = (
+        " seeds: the runs evaluated for soundness (earlier runs are retested with `--retest`)."
         " Mean |x − x₀| per image on the 0–255 scale (σ: its std over the test images); reversibility pools "
         "the +1 std and −1 std edits of every edited attribute, each followed by the edit back."
     )
