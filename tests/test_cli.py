@@ -240,6 +240,7 @@ def one_line(text: str) -> str:
         ("test", "docs/evaluation.md"),
         ("predict", "docs/evaluation.md"),
         ("edit", "docs/latent-control.md"),
+        ("sample", "docs/latent-control.md"),
     ],
 )
 def test_subcommand_help_says_what_it_does_and_where_it_is_explained(

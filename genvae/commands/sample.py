@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genvae sample",
         description="Generate digits of a requested class with requested Morpho-MNIST attributes (absolute "
-        "values, px / rad). Other arguments (--data.init_args.root ...) go to the config parser of genvae fit.",
+        "values, px / rad). Explained in docs/latent-control.md. Other arguments (--data.init_args.root ...) go "
+        "to the config parser of genvae fit.",
     )
     parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of the model")
