@@ -110,12 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--grid", metavar="NAME=V1,V2,...", help="one column per requested value")
     parser.add_argument("--indices", default="0:8", help="test images START:STOP (default 0:8)")
     parser.add_argument("--out", default="edits.png", help="PNG file written")
+    add_calibration_arguments(parser)
+    return parser
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The calibration options of ``genvae edit`` and ``genvae sample`` (both read or fit the same one)."""
     parser.add_argument("--calibration", help="calibration JSON (default <checkpoint stem>.control.json)")
     parser.add_argument(
         "--calibration_images", type=int, default=1000, help="training images to calibrate on"
     )
     parser.add_argument("--rounds", type=int, default=6, help="closed-loop refinement rounds")
-    return parser
 
 
 def load_model(

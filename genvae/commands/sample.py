@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genvae.commands.edit import attribute_control, load_model, parse_label, parse_request
+from genvae.commands.edit import (
+    add_calibration_arguments,
+    attribute_control,
+    load_model,
+    parse_label,
+    parse_request,
+)
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError, exit_on_config_error
 from genvae.latent.grid import grid_figure
@@ -60,11 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="samples.png", help="PNG file written")
     parser.add_argument("--npz", help="also write images, requested and measured attributes to this .npz")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
-    parser.add_argument("--calibration", help="calibration JSON (default <checkpoint stem>.control.json)")
-    parser.add_argument(
-        "--calibration_images", type=int, default=1000, help="training images to calibrate on"
-    )
-    parser.add_argument("--rounds", type=int, default=6, help="closed-loop refinement rounds")
+    add_calibration_arguments(parser)
     return parser
 
 
