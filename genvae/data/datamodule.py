@@ -423,7 +423,14 @@ class MNISTDataModule(L.LightningDataModule):
                 f"|measured - target| thickness {(thickness - tensors['thickness']).abs().nanmean():.3f} px"
             )
         if "intensity" in tensors:
-            error = (median_intensity(tensors["image"]).float() - tensors["intensity"]).abs().mean()
+            # measured intensity: the attributes' seventh column when computed, else measured here
+            attributes = tensors.get("attributes")
+            measured = (
+                attributes[:, self.attribute_names.index("intensity")]
+                if attributes is not None
+                else median_intensity(tensors["image"]).float()
+            )
+            error = (measured - tensors["intensity"]).abs().mean()
             parts.append(f"intensity {error:.2f} grey levels")
         if "perturbation" in tensors:
             counts = torch.bincount(tensors["perturbation"], minlength=len(PERTURBATIONS)).tolist()
