@@ -12,6 +12,7 @@ import yaml
 from genvae.callbacks import MetricsJSON
 from genvae.cli import DEFAULT_CALLBACKS, default_callbacks, main
 from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.latent.generation import LATENT_REQUESTS
 
 from .conftest import REPO
 from .test_cli import checkpoint_of, data_args, run_cli
@@ -48,7 +49,8 @@ QUICK = {
     "LatentTraversal": {"num_bases": 2, "curve_steps": 3},  # attribute curves measure 6 x 3 x 2 images
     # closed-loop edits of 8 digits, one step, one refinement round (tests/test_latent_control.py covers more)
     "AttributeControlEvaluation": {"num_images": 8, "calibration_images": 16, "steps": [1.0], "rounds": 1},
-    "CounterfactualSoundness": {"reversibility_images": 4, "rounds": 1},
+    "CounterfactualSoundness": {"reversibility_images": 4, "rounds": 1, "label_edit_images": 8},
+    "ConditionalGeneration": {"samples_per_class": 3},
 }
 
 
@@ -191,6 +193,45 @@ def test_genvae_test_prints_and_writes_every_metric(
         "test/morpho/distributions",
         "test/morpho/reconstruction",
     } <= figures
+
+
+def test_a_label_conditional_arvae_is_sampled_from_its_class_latents_and_label_edited(
+    workdir: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay on a label-conditional AR-VAE: conditional generation from the N(0, I) prior, from the
+    class latents, and from the class latents with attributes requested through the regularized dims;
+    label edits through the class latents, scored by the classifier and by the attributes they keep."""
+    ckpt = checkpoint_of("arvae_conditional", tiny_mnist, tmp_path / "model")
+    monkeypatch.chdir(workdir)
+    run_cli(
+        [
+            "test",
+            "--config",
+            str(EXPERIMENTS / "arvae_conditional.yaml"),
+            "--config",
+            str(quick_overlay(tmp_path)),
+            "--ckpt_path",
+            str(ckpt),
+            *cpu_quiet(),
+            *data_args(tiny_mnist),
+        ],
+        tmp_path,
+    )
+    written = json.loads(ckpt.with_name(f"{ckpt.stem}.metrics.json").read_text())
+    expected = [
+        "test/conditional/accuracy",
+        "test/conditional/class_latents/accuracy",
+        "test/conditional/class_latents/fid",
+        "test/conditional/attributes_requested/accuracy",
+        *(f"test/conditional/attributes_requested/attribute_error/{a}" for a in LATENT_REQUESTS),
+        "test/soundness/effectiveness/label",
+        "test/soundness/reversibility/label",
+        *(f"test/soundness/label_edit/{a}" for a in ATTRIBUTE_NAMES),
+    ]
+    missing = [key for key in expected if key not in written]
+    assert not missing, f"{missing} not in {sorted(written)}"
+    assert "test/conditional/class_latents/attribute_error/thickness" not in written  # nothing requested
+    assert all(0 <= written[key] <= 1 for key in expected if key.endswith("accuracy"))
 
 
 def test_a_missing_classifier_checkpoint_is_one_clear_line(

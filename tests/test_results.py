@@ -135,6 +135,8 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
         "test/soundness/composition/10": 2.0,
         "test/soundness/reversibility/label": 3.0,
         "test/soundness/effectiveness/label": 0.96,
+        "test/soundness/label_edit/thickness": 0.05,
+        "test/soundness/label_edit/slant": 0.01,
         "test/conditional/accuracy": 0.97,
         **{f"test/conditional/accuracy/{c}": 0.9 + c / 100 for c in range(10)},
         "test/conditional/attribute_error/thickness": 0.12,
@@ -142,16 +144,25 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
         "test/conditional/precision": 0.8,
         "test/conditional/recall": 0.7,
         "test/conditional/fmd": 0.05,
+        "test/conditional/class_latents/accuracy": 0.99,
+        "test/conditional/class_latents/accuracy/3": 0.95,
+        "test/conditional/class_latents/fid": 2.0,
     }
     write_run(tmp_path, "cvae_wide", 0, metrics)  # an experiment the tables do not know by name
     write_run(tmp_path, "ae", 0, {"test/soundness/composition/1": 0.5, "test/soundness/composition/10": 0.9})
     rows = _rows(soundness_table(aggregate(tmp_path)))
-    assert rows[0][-2:] == ["reversibility do(label) ↓", "do(label) classified as the new label"]
-    assert rows[2] == ["AE", "1", "0.50", "0.90", "—", "—", "—"]
-    assert rows[3] == ["cvae_wide", "1", "1.00", "2.00", "—", "3.00", "96.0%"]
+    assert rows[0][-4:] == [
+        "reversibility do(label) ↓",
+        "do(label) classified as the new label",
+        "do(label): Δ thickness / std",
+        "do(label): Δ slant / std",
+    ]
+    assert rows[2] == ["AE", "1", "0.50", "0.90", "—", "—", "—", "—", "—"]
+    assert rows[3] == ["cvae_wide", "1", "1.00", "2.00", "—", "3.00", "96.0%", "0.050", "0.010"]
     rows = _rows(conditional_table(aggregate(tmp_path)))
     assert rows[0] == [
         "model",
+        "latents",
         "classified as requested",
         "worst class",
         "thickness error / std",
@@ -160,7 +171,19 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
         "recall",
         "morphometric FMD ↓",
     ]
-    assert rows[2] == ["cvae_wide", "97.0%", "90.0%", "0.120", "3.2", "0.800", "0.700", "0.050"]
+    assert rows[2] == [
+        "cvae_wide",
+        "prior N(0, I)",
+        "97.0%",
+        "90.0%",
+        "0.120",
+        "3.2",
+        "0.800",
+        "0.700",
+        "0.050",
+    ]
+    assert rows[3] == ["cvae_wide", "class latents", "99.0%", "95.0%", "—", "2.0", "—", "—", "—"]
+    assert len(rows) == 4  # no attributes_requested keys: no third row
 
 
 def test_replace_marked_sections_keeps_everything_else() -> None:

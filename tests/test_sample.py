@@ -210,6 +210,7 @@ def test_sample_through_the_latent_and_as_a_grid(
         ("cvae", ["--label", "1", "--set", "thickness=2"], "genvae: error: thickness: VAE can set neither"),
         ("cvae", ["--set", "colour=1"], "genvae: error: --set: unknown attribute 'colour'"),
         ("cvae", ["--label", "12"], "genvae: error: --label: 12 is not a class in [0, 10)"),
+        ("arvae", ["--prior", "class"], "genvae: error: --prior class: ARVAE is not a label-conditional"),
     ],
 )
 def test_sample_command_bad_requests_are_one_line(
@@ -229,6 +230,34 @@ def test_sample_command_bad_requests_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(message), err[-1]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sample_command_draws_from_the_prior_asked_for(
+    checkpoints: dict[str, Path], tiny_mnist: Path, tmp_path: Path
+) -> None:
+    """A label-conditional model draws from its class latents by default, from N(0, I) with --prior
+    standard: the same seed gives other digits, and both runs give digits of the requested class."""
+    from genvae.cli import main
+
+    arrays = {}
+    for prior in ("class", "standard"):
+        npz = tmp_path / f"{prior}.npz"
+        args = [
+            "--label",
+            "4",
+            "--num",
+            "3",
+            "--prior",
+            prior,
+            "--npz",
+            str(npz),
+            "--out",
+            str(tmp_path / "x.png"),
+        ]
+        main(command("sample", "cvae", checkpoints["cvae"], tiny_mnist, *args))
+        arrays[prior] = np.load(npz)
+        assert arrays[prior]["label"].tolist() == [4] * 3
+    assert not np.allclose(arrays["class"]["images"], arrays["standard"]["images"])
 
 
 def test_edit_command_label_edits(

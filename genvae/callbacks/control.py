@@ -31,8 +31,15 @@ import torch
 from torch import Tensor
 
 from genvae.callbacks.evaluation import load_classifier
-from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes, morpho_columns
+from genvae.data.attributes import (
+    ALL_ATTRIBUTE_NAMES,
+    ATTRIBUTE_NAMES,
+    all_attributes,
+    morpho_attributes,
+    morpho_columns,
+)
 from genvae.errors import ConfigError
+from genvae.latent.class_latents import ClassLatents
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.evaluation import (
     DEFAULT_PHYSICAL_EDITS,
@@ -43,11 +50,11 @@ from genvae.latent.evaluation import (
     control_table,
 )
 from genvae.latent.grid import edit_grid, format_request, grid_figure
-from genvae.models.conditioning import batch_condition
+from genvae.models.conditioning import batch_condition, condition_names
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, log_image
 
-__all__ = ["AttributeControlEvaluation"]
+__all__ = ["AttributeControlEvaluation", "class_latents_of", "saved_or_fitted_control"]
 
 PREFIX = "test/control"
 
@@ -240,3 +247,65 @@ class AttributeControlEvaluation(L.Callback):
                 originals=rows,
             )
             log_image(trainer, f"{PREFIX}/grid/{name}", figure_to_array(figure))
+
+
+def saved_or_fitted_control(
+    trainer: L.Trainer,
+    pl_module: L.LightningModule,
+    names: list[str],
+    calibration_images: int = 1000,
+    rounds: int = 6,
+    who: str = "AttributeControl",
+) -> AttributeControl | None:
+    """The calibration saved beside the tested checkpoint when it covers ``names``, else one fitted on the
+    first ``calibration_images`` training images (under their own condition, for a conditional model);
+    None for a model without a flat latent or no attributes to edit."""
+    if not names or not isinstance(getattr(pl_module, "latent_dim", None), int):
+        return None
+    if trainer.ckpt_path and calibration_path(trainer.ckpt_path).is_file():
+        control = AttributeControl.load(calibration_path(trainer.ckpt_path), pl_module, rounds=rounds)
+        if set(names) <= set(control.calibrations):
+            return control
+    train = AttributeControlEvaluation._train_split(trainer)
+    if train is None or len(train["image"]) < 3:
+        raise ConfigError(
+            f"{who}: no saved calibration and no training split to fit one on; list "
+            "AttributeControlEvaluation before this callback or give the datamodule a train split"
+        )
+    images = train["image"][:calibration_images].to(pl_module.device)
+    images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+    # intensity (an AR-VAE of the causal Morpho-MNIST regularizes it) needs the seven-column measure
+    seven = any(name not in ATTRIBUTE_NAMES for name in names)
+    measure = all_attributes if seven else morpho_attributes
+    columns = ALL_ATTRIBUTE_NAMES if seven else ATTRIBUTE_NAMES
+    attributes = train.get("attributes")
+    if attributes is None or tuple(getattr(trainer.datamodule, "attribute_names", ())) != columns:
+        attributes = measure(images)
+    attributes = attributes[: len(images)].to(pl_module.device)
+    rows = {
+        k: v[: len(images)].to(pl_module.device) for k, v in train.items() if k in ("label", "attributes")
+    }
+    return AttributeControl.fit(
+        pl_module,
+        images,
+        attributes,
+        names,
+        rounds=rounds,
+        condition=batch_condition(pl_module, rows),
+        measure=measure,
+        attribute_names=columns,
+    )
+
+
+def class_latents_of(trainer: L.Trainer, pl_module: L.LightningModule) -> ClassLatents | None:
+    """The :class:`~genvae.latent.class_latents.ClassLatents` of a label-conditional model with a flat
+    latent, fitted on the whole training split of the datamodule (each digit under its own condition);
+    None for any other model or without a labelled training split."""
+    labelled = "label" in condition_names(pl_module)
+    flat = isinstance(getattr(pl_module, "latent_dim", None), int) and callable(
+        getattr(pl_module, "decode", None)
+    )
+    train = AttributeControlEvaluation._train_split(trainer)
+    if not (labelled and flat) or train is None or "label" not in train:
+        return None
+    return ClassLatents.fit(pl_module, train["image"], train["label"], batch_condition(pl_module, train))

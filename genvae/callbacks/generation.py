@@ -8,7 +8,11 @@ digits of the class) and scored against the test set; logged as ``test/condition
 classifier assigns to the requested class), ``attribute_error/<a>`` (median |measured - requested| / std of
 each requested morphometric attribute), ``fid``, ``precision``, ``recall`` (classifier features) and
 ``fmd`` (Morpho-MNIST), ``undefined/generated``. A grid of the generated digits (rows = classes) is logged
-as ``test/conditional/samples``. In YAML::
+as ``test/conditional/samples``. A model with a flat latent is sampled a second time from the Gaussian of
+each class's aggregate posterior (:mod:`genvae.latent.class_latents`, fitted on the training split): the
+same keys under ``test/conditional/class_latents/``; an AR-VAE a third time, from the class latents with
+the thickness, slant, width and height of a real test digit of the class requested through its calibrated
+dims (closed loop): under ``test/conditional/attributes_requested/``. In YAML::
 
     trainer:
       callbacks:
@@ -26,10 +30,11 @@ import sys
 import lightning as L
 import torch
 
-from genvae.callbacks.control import AttributeControlEvaluation
+from genvae.callbacks.control import AttributeControlEvaluation, class_latents_of, saved_or_fitted_control
 from genvae.callbacks.evaluation import load_classifier
 from genvae.errors import ConfigError
-from genvae.latent.generation import conditional_generation_evaluation
+from genvae.latent.generation import LATENT_REQUESTS, conditional_generation_evaluation
+from genvae.latent.sampling import latent_attributes
 from genvae.metrics.sample_quality import ClassifierFeatures
 from genvae.models.conditioning import condition_names
 from genvae.utils.images import figure_to_array, log_image
@@ -53,6 +58,11 @@ class ConditionalGeneration(L.Callback):
             a model without a label condition; False: off.
         seed: seed of the sampling noise (forked: other random draws are not affected).
         grid_columns: digits per class in the logged grid (0: no grid).
+        class_latents: also draw from each class's aggregate posterior (a label-conditional model with a
+            flat latent; :class:`~genvae.latent.class_latents.ClassLatents` fitted on the training split),
+            logged as ``test/conditional/class_latents/<key>``; for an AR-VAE once more with the thickness,
+            slant, width and height of a real test digit of the class requested through its calibrated
+            dims, closed loop: ``test/conditional/attributes_requested/<key>``.
     """
 
     def __init__(
@@ -65,6 +75,7 @@ class ConditionalGeneration(L.Callback):
         required: bool | None = None,
         seed: int = 0,
         grid_columns: int = 8,
+        class_latents: bool = True,
     ) -> None:
         if (samples_per_class is not None and samples_per_class < 1) or num_classes < 2 or k < 1:
             raise ConfigError(
@@ -80,6 +91,7 @@ class ConditionalGeneration(L.Callback):
         self.required = required
         self.seed = seed
         self.grid_columns = grid_columns
+        self.class_latents = class_latents
         self.active = False
         self.classifier: L.LightningModule | None = None
 
@@ -107,25 +119,39 @@ class ConditionalGeneration(L.Callback):
         device = pl_module.device
         classifier = self.classifier.to(device)
         cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.seed)
-            images, condition, results = conditional_generation_evaluation(
-                pl_module,
-                test["label"],
-                test.get("attributes"),
-                names,
-                per_class,
-                classify=classifier,
-                features=ClassifierFeatures(classifier),
-                real_images=test["image"],
-                num_classes=self.num_classes,
-                k=self.k,
-                batch_size=self.sample_batch_size,
-            )
-        for key, value in sorted(results.items()):
-            pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)
-        if self.grid_columns:
-            self._log_grid(trainer, pl_module, images, per_class, results)
+        passes = [(PREFIX, None, None)]
+        if self.class_latents:
+            class_latents = class_latents_of(trainer, pl_module)
+            if class_latents is not None:
+                passes.append((f"{PREFIX}/class_latents", class_latents, None))
+                steered = [name for name in latent_attributes(pl_module) if name in LATENT_REQUESTS]
+                if steered and test.get("attributes") is not None:
+                    control = saved_or_fitted_control(
+                        trainer, pl_module, steered, who="ConditionalGeneration"
+                    )
+                    passes.append((f"{PREFIX}/attributes_requested", class_latents, control))
+        for prefix, class_latents, control in passes:
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.seed)
+                images, condition, results = conditional_generation_evaluation(
+                    pl_module,
+                    test["label"],
+                    test.get("attributes"),
+                    names,
+                    per_class,
+                    classify=classifier,
+                    features=ClassifierFeatures(classifier),
+                    real_images=test["image"],
+                    num_classes=self.num_classes,
+                    k=self.k,
+                    batch_size=self.sample_batch_size,
+                    class_latents=class_latents,
+                    control=control,
+                )
+            for key, value in sorted(results.items()):
+                pl_module.log(f"{prefix}/{key}", value, sync_dist=False)
+            if self.grid_columns:
+                self._log_grid(trainer, pl_module, images, per_class, results, prefix)
 
     def _log_grid(
         self,
@@ -134,6 +160,7 @@ class ConditionalGeneration(L.Callback):
         images: torch.Tensor,
         per_class: int,
         results: dict[str, float],
+        prefix: str,
     ) -> None:
         import matplotlib.pyplot as plt
 
@@ -151,7 +178,11 @@ class ConditionalGeneration(L.Callback):
             accuracy = results.get(f"accuracy/{c}")
             shown = "" if accuracy is None else f"\n{accuracy:.0%}"
             axes[c, 0].set_ylabel(f"label {c}{shown}", rotation=0, ha="right", va="center", fontsize=8)
+        drawn = "the prior" if prefix == PREFIX else "class latents"
+        if prefix.endswith("attributes_requested"):
+            drawn += ", attributes of a test digit requested"
         figure.suptitle(
-            f"{type(pl_module).__name__}: samples per requested label (row: label, share classified as it)"
+            f"{type(pl_module).__name__}: samples per requested label from {drawn}\n"
+            "(row: label, share classified as it)"
         )
-        log_image(trainer, f"{PREFIX}/samples", figure_to_array(figure))
+        log_image(trainer, f"{prefix}/samples", figure_to_array(figure))

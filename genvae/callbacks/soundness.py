@@ -16,7 +16,10 @@ calibration ``<checkpoint stem>.control.json`` beside the tested checkpoint when
 images. A model without a flat latent (VQ-VAE) gets composition only. A conditional model
 (``condition: [label, ...]``) is edited through its condition for what it is conditioned on, with the
 classifier (``classifier_checkpoint``) scoring its label edits (``effectiveness/label``), and through the
-latent, under each digit's own condition, for the other attributes.
+latent, under each digit's own condition, for the other attributes. A label edit of a label-conditional
+model with a flat latent moves the latent to the new class's aggregate posterior and holds the thickness
+and slant an AR-VAE regularizes (:func:`genvae.latent.class_latents.label_edit`; class latents fitted on
+the training split), and ``label_edit/<attribute>`` says how much each attribute changed.
 """
 
 from __future__ import annotations
@@ -24,13 +27,11 @@ from __future__ import annotations
 import sys
 
 import lightning as L
-import torch
 
-from genvae.callbacks.control import AttributeControlEvaluation
+from genvae.callbacks.control import AttributeControlEvaluation, class_latents_of, saved_or_fitted_control
 from genvae.callbacks.evaluation import load_classifier
-from genvae.data.attributes import ALL_ATTRIBUTE_NAMES, ATTRIBUTE_NAMES, all_attributes, morpho_attributes
+from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError
-from genvae.latent.control import AttributeControl, calibration_path
 from genvae.latent.soundness import soundness_evaluation
 from genvae.metrics.soundness import DEFAULT_CYCLES
 from genvae.models.conditioning import batch_condition, condition_names
@@ -54,6 +55,11 @@ class CounterfactualSoundness(L.Callback):
         rounds: closed-loop refinement rounds of each attribute edit.
         classifier_checkpoint: genvae Classifier checkpoint scoring label edits of label-conditional models.
         seed: seed of the new labels of label edits.
+        class_latents: label edits of a label-conditional model through its class latents
+            (:func:`genvae.latent.class_latents.label_edit`: the latent moves to the new class, an AR-VAE's
+            thickness and slant held); False: the latent is kept and decoded under the new label.
+        label_edit_images: test digits whose label edits are scored (``effectiveness/label``,
+            ``label_edit/<attribute>``) when ``class_latents``.
     """
 
     def __init__(
@@ -67,6 +73,8 @@ class CounterfactualSoundness(L.Callback):
         rounds: int = 6,
         classifier_checkpoint: str | None = None,
         seed: int = 0,
+        class_latents: bool = True,
+        label_edit_images: int = 1000,
     ) -> None:
         unknown = sorted(set(attributes or ()) - set(ATTRIBUTE_NAMES))
         if unknown:
@@ -95,6 +103,10 @@ class CounterfactualSoundness(L.Callback):
         self.rounds = rounds
         self.classifier_checkpoint = classifier_checkpoint
         self.seed = seed
+        self.class_latents = class_latents
+        if label_edit_images < 1:
+            raise ConfigError("CounterfactualSoundness: label_edit_images must be >= 1")
+        self.label_edit_images = label_edit_images
         self.classifier: L.LightningModule | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -115,67 +127,28 @@ class CounterfactualSoundness(L.Callback):
             return self.attributes
         return list(getattr(pl_module, "regularized_attributes", None) or ATTRIBUTE_NAMES)
 
-    def _control(self, trainer: L.Trainer, pl_module: L.LightningModule) -> AttributeControl | None:
-        """The saved calibration beside the checkpoint when it covers the attributes, else a fitted one; None
-        for a model without a flat latent or no attributes to edit (a conditional model's calibration decodes
-        each digit under its own condition)."""
-        names = self._names(pl_module)
-        if not names or not isinstance(getattr(pl_module, "latent_dim", None), int):
-            return None
-        if trainer.ckpt_path and calibration_path(trainer.ckpt_path).is_file():
-            control = AttributeControl.load(
-                calibration_path(trainer.ckpt_path), pl_module, rounds=self.rounds
-            )
-            if set(names) <= set(control.calibrations):
-                return control
-        train = AttributeControlEvaluation._train_split(trainer)
-        if train is None or len(train["image"]) < 3:
-            raise ConfigError(
-                "CounterfactualSoundness: no saved calibration and no training split to fit one on; list "
-                "AttributeControlEvaluation before this callback or give the datamodule a train split"
-            )
-        images = train["image"][: self.calibration_images].to(pl_module.device)
-        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
-        # intensity (an AR-VAE of the causal Morpho-MNIST regularizes it) needs the seven-column measure
-        seven = any(name not in ATTRIBUTE_NAMES for name in names)
-        measure = all_attributes if seven else morpho_attributes
-        columns = ALL_ATTRIBUTE_NAMES if seven else ATTRIBUTE_NAMES
-        attributes = train.get("attributes")
-        names_of_data = tuple(getattr(trainer.datamodule, "attribute_names", ()))
-        if attributes is None or names_of_data != columns:
-            attributes = measure(images)
-        attributes = attributes[: len(images)].to(pl_module.device)
-        rows = {
-            k: v[: len(images)].to(pl_module.device) for k, v in train.items() if k in ("label", "attributes")
-        }
-        condition = batch_condition(pl_module, rows)
-        return AttributeControl.fit(
-            pl_module,
-            images,
-            attributes,
-            names,
-            rounds=self.rounds,
-            condition=condition,
-            measure=measure,
-            attribute_names=columns,
-        )
-
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
         test = AttributeControlEvaluation._test_examples(trainer, self.num_images or sys.maxsize)
         classify = None if self.classifier is None else self.classifier.to(pl_module.device)
+        names = self._names(pl_module)
+        control = saved_or_fitted_control(
+            trainer, pl_module, names, self.calibration_images, self.rounds, "CounterfactualSoundness"
+        )
         results = soundness_evaluation(
             pl_module,
             test["image"],
             batch_condition(pl_module, test),
-            self._control(trainer, pl_module),
+            control,
             self._names(pl_module),
             self.reversibility_images,
             self.step,
             self.cycles,
             classify=classify,
             seed=self.seed,
+            class_latents=class_latents_of(trainer, pl_module) if self.class_latents else None,
+            label_edit_images=self.label_edit_images,
         )
         for key, value in sorted(results.items()):
             pl_module.log(f"{PREFIX}/{key}", value, sync_dist=False)

@@ -15,8 +15,10 @@ earlier ``genvae edit``); without one it is fitted on the first ``--calibration_
 saved there. ``--set`` draws input, reconstruction and edit per digit; ``--grid`` one column per value.
 
 A model conditioned on the label (``condition: [label]``) also takes ``--set label=3``: each digit is encoded
-with its true label and decoded with the new one, so its latent (the style: thickness, slant, ...) is kept
-and the class changes; attribute requests beside it are met on the new digit. Every encode and decode of a
+with its true label, its latent moved to the new class (the same position relative to the class's
+aggregate posterior, :func:`genvae.latent.class_latents.label_edit`; an AR-VAE's thickness and slant dims
+kept and those attributes held at the digit's values in closed loop) and decoded with the new label;
+attribute requests beside it are met on the new digit. Every encode and decode of a
 conditional model runs under the digit's own condition (an attribute edit keeps the label).
 """
 
@@ -32,9 +34,10 @@ import torch
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError, exit_on_config_error
+from genvae.latent.class_latents import ClassLatents, held_attributes, label_edit
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.grid import comparison_figure, edit_grid, format_request, grid_figure
-from genvae.models.conditioning import LABEL, NUM_CLASSES, Condition, batch_condition
+from genvae.models.conditioning import LABEL, NUM_CLASSES, batch_condition
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, png_bytes
 
@@ -224,10 +227,9 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     images = digits["image"].float().div(255.0)
     condition = batch_condition(model, digits)  # each digit's own, for a conditional model
     rows = [f"#{i}: digit {int(label)}" for i, label in zip(indices, digits["label"].tolist(), strict=True)]
-    # a label edit alone needs no calibration
-    control = (
-        attribute_control(model, datamodule, options) if requests or grid else AttributeControl(model, {})
-    )
+    # a label edit alone needs a calibration only for the attributes it holds (an AR-VAE's thickness, slant)
+    needs_control = requests or grid or (new_label is not None and held_attributes(model))
+    control = attribute_control(model, datamodule, options) if needs_control else AttributeControl(model, {})
     title = f"{type(model).__name__} {options.ckpt_path.name}"
     if grid is not None:
         name, values = grid
@@ -239,10 +241,23 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     else:
         changes = {n: v[0][0] for n, v in requests.items() if not v[0][1]}
         absolute = {n: v[0][0] for n, v in requests.items() if v[0][1]}
-        counterfactual = _label_condition(new_label, len(images), model.device)
-        result = control.apply(
-            images, changes, absolute=absolute, condition=condition, counterfactual=counterfactual
-        )
+        if new_label is None:
+            result = control.apply(images, changes, absolute=absolute, condition=condition)
+        else:  # the latent moves to the new class, an AR-VAE's thickness and slant held
+            train = datamodule.splits["train"]
+            class_latents = ClassLatents.fit(
+                model, train["image"], train[LABEL], batch_condition(model, train)
+            )
+            new = torch.full((len(images),), new_label, dtype=torch.long, device=model.device)
+            result = label_edit(
+                model,
+                class_latents,
+                control.reference(images, condition),
+                new,
+                control,
+                changes=changes,
+                absolute=absolute,
+            )
         asked = {n: format_request(v[0][0], v[0][1], n) for n, v in requests.items()}
         if new_label is not None:
             asked = {LABEL: f"-> {new_label}", **asked}
@@ -268,11 +283,6 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     atomic_write_bytes(out, png_bytes(figure_to_array(figure)))
     print(f"edits -> {out}")
     return out
-
-
-def _label_condition(label: int | None, n: int, device: torch.device) -> Condition | None:
-    """``{"label": [n] of label}``, or None."""
-    return None if label is None else {LABEL: torch.full((n,), label, dtype=torch.long, device=device)}
 
 
 def main(argv: list[str]) -> None:

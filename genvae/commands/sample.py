@@ -13,7 +13,10 @@ model can serve neither way is one ``genvae: error:`` line. ``--grid NAME=V1,V2,
 (a label-conditional model; otherwise ``--rows`` prior draws), columns = the requested values, each cell
 captioned with the value measured on the generated digit; a row keeps its prior draw across the columns.
 ``--npz`` writes the images ``[N, 1, 28, 28]`` (float in [0, 1]) with their label, the requested and the
-measured attributes. Model, data and overrides are read as by ``genvae fit/test`` (:mod:`genvae.commands.edit`).
+measured attributes. A label-conditional model draws its latents from the Gaussian of the requested class's
+aggregate posterior, fitted on the training split (``--prior class``, :mod:`genvae.latent.class_latents`),
+or from the N(0, I) prior it was trained with (``--prior standard``). Model, data and overrides are read as
+by ``genvae fit/test`` (:mod:`genvae.commands.edit`).
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ from genvae.commands.edit import (
 )
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError, exit_on_config_error
+from genvae.latent.class_latents import ClassLatents
 from genvae.latent.grid import grid_figure
 from genvae.latent.sampling import SampleResult, check_requests, latent_attributes, sample
 from genvae.metrics.morphometry import ATTRIBUTE_UNITS
-from genvae.models.conditioning import LABEL, NUM_CLASSES
+from genvae.models.conditioning import LABEL, NUM_CLASSES, batch_condition
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, png_bytes
 
@@ -66,8 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="samples.png", help="PNG file written")
     parser.add_argument("--npz", help="also write images, requested and measured attributes to this .npz")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    parser.add_argument(
+        "--prior",
+        choices=("class", "standard"),
+        help="latents of a label-conditional model: class = each class's aggregate posterior (default), "
+        "standard = the N(0, I) prior it was trained with",
+    )
     add_calibration_arguments(parser)
     return parser
+
+
+def _class_latents(model: Any, train: Mapping[str, Tensor], prior: str | None) -> ClassLatents | None:
+    """The class latents of a label-conditional model with a flat latent (``--prior class``, its default),
+    fitted on the training split; None for ``--prior standard`` and for other models."""
+    flat = isinstance(getattr(model, "latent_dim", None), int)
+    labelled = LABEL in getattr(model, "condition_names", ())
+    if prior == "standard" or (prior is None and not (flat and labelled)):
+        return None
+    if not (flat and labelled):
+        raise ConfigError(
+            f"--prior class: {type(model).__name__} is not a label-conditional model with a flat latent "
+            "(condition: [label]); use --prior standard"
+        )
+    rows = {
+        key: value.to(model.device) for key, value in train.items() if key in ("image", LABEL, "attributes")
+    }
+    return ClassLatents.fit(model, rows["image"], rows[LABEL], batch_condition(model, rows))
 
 
 def _requests(texts: Sequence[str], key: str) -> dict[str, float]:
@@ -157,8 +185,19 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     )
     title = f"{type(model).__name__} {options.ckpt_path.name}"
 
+    class_latents = _class_latents(model, train, options.prior)
+
     def draw(n: int, label: int | Tensor | None, values: Mapping[str, float]) -> SampleResult:
-        return sample(model, n, label, values, control=control, data=train, seed=options.seed)
+        return sample(
+            model,
+            n,
+            label,
+            values,
+            control=control,
+            class_latents=class_latents,
+            data=train,
+            seed=options.seed,
+        )
 
     if grid is None:
         result = draw(options.num, options.label, attributes)

@@ -19,14 +19,21 @@ import torch
 from torch import Tensor, nn
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
+from genvae.latent.class_latents import ClassLatents
+from genvae.latent.control import AttributeControl
+from genvae.latent.sampling import latent_attributes, sample
 from genvae.latent.traversal import _device, eval_mode
 from genvae.metrics.conditional import attribute_request_errors, balanced_indices, label_accuracy
 from genvae.metrics.morphometry import attribute_distances
 from genvae.metrics.sample_quality import frechet_distance, precision_recall
 from genvae.metrics.soundness import to_unit
-from genvae.models.conditioning import Condition, condition_names
+from genvae.models.conditioning import LABEL, Condition, condition_names
 
 __all__ = ["balanced_condition", "conditional_generation_evaluation", "conditional_samples"]
+
+# attributes requested through an AR-VAE's dims with the class latents: those issue 21 names. Length and
+# area follow from thickness and the digit's shape; requested too, they over-determine the style.
+LATENT_REQUESTS = ("thickness", "slant", "width", "height")
 
 Images = Callable[[Tensor], Tensor]  # images [N, C, H, W] in [0, 1] -> [N, K] (logits or features)
 
@@ -87,11 +94,18 @@ def conditional_generation_evaluation(
     num_classes: int = 10,
     k: int = 3,
     batch_size: int = 1000,
+    class_latents: ClassLatents | None = None,
+    control: AttributeControl | None = None,
+    latent_requests: Sequence[str] = LATENT_REQUESTS,
 ) -> tuple[Tensor, Condition, dict[str, float]]:
     """Draw ``per_class`` digits of every class from ``model`` and score them against the test digits.
 
     ``labels [M]`` and ``attributes [M, A]`` (``attribute_names`` order) of the test digits give the
-    requests (:func:`balanced_condition`); ``real_images [M, C, H, W]`` are the test images. Returns the
+    requests (:func:`balanced_condition`); ``real_images [M, C, H, W]`` are the test images. The digits are
+    drawn with ``model.sample`` (its own prior), or, with ``class_latents``, from the Gaussian of each
+    requested class's aggregate posterior (:func:`genvae.latent.sampling.sample`); then, with ``control``
+    too, the ``latent_requests`` attributes the model regularizes (an AR-VAE's) are requested as well, each
+    digit the values of the test digit its request copies, set through the calibrated dims in closed loop. Returns the
     generated images, the condition they were drawn for and the scores: with ``classify`` (images ->
     logits), ``accuracy`` and ``accuracy/<c>`` (:func:`~genvae.metrics.conditional.label_accuracy`); for each
     requested morphometric attribute ``attribute_error/<a>`` (median |measured - requested| / test std);
@@ -99,21 +113,40 @@ def conditional_generation_evaluation(
     and ``real_images``, ``fid``, ``precision`` and ``recall`` against all test images; with ``real_images``,
     ``fmd`` (Frechet morphometric distance) and ``undefined/generated`` (blank digits).
     """
-    condition, _ = balanced_condition(model, labels, attributes, attribute_names, per_class, num_classes)
-    images = conditional_samples(model, condition, batch_size)
+    condition, index = balanced_condition(model, labels, attributes, attribute_names, per_class, num_classes)
+    requested = {name: value for name, value in condition.items() if name in ATTRIBUTE_NAMES}
+    if class_latents is None:
+        images = conditional_samples(model, condition, batch_size)
+        measured = morpho_attributes(images).cpu()
+    else:
+        if control is not None and attributes is not None:
+            for name in latent_attributes(model):
+                if name in control.calibrations and name in attribute_names and name in latent_requests:
+                    column = attributes.cpu()[:, list(attribute_names).index(name)].float()
+                    # a blank test digit has no value to copy: the median of the others stands in
+                    requested[name] = column[index].nan_to_num(float(column.nanmedian()))
+        drawn = sample(
+            model,
+            len(index),
+            condition[LABEL],
+            requested,
+            control=control,
+            class_latents=class_latents,
+            batch_size=batch_size,
+        )
+        images, measured = drawn.images, drawn.measured.cpu()
     results: dict[str, float] = {}
     if classify is not None:
         predicted = _batched(classify, images, batch_size).argmax(dim=1)
-        results |= label_accuracy(predicted, condition["label"], num_classes)
-    measured = morpho_attributes(images).cpu()
-    requested = [name for name in condition if name in ATTRIBUTE_NAMES]
+        results |= label_accuracy(predicted, condition[LABEL], num_classes)
     if requested:
-        columns = [ATTRIBUTE_NAMES.index(name) for name in requested]
-        test_columns = [list(attribute_names).index(name) for name in requested]
+        names = list(requested)
+        columns = [ATTRIBUTE_NAMES.index(name) for name in names]
+        test_columns = [list(attribute_names).index(name) for name in names]
         test_values = attributes.cpu().double()[:, test_columns]  # blank test digits: NaN, left out
         stds = torch.stack([column[column.isfinite()].std() for column in test_values.T])
-        wanted = torch.stack([condition[name] for name in requested], dim=1)
-        results |= attribute_request_errors(measured[:, columns], wanted, stds, requested)
+        wanted = torch.stack([requested[name].cpu() for name in names], dim=1)
+        results |= attribute_request_errors(measured[:, columns], wanted, stds, names)
     if real_images is not None:
         real = to_unit(real_images)
         if attributes is not None and tuple(attribute_names) == ATTRIBUTE_NAMES:

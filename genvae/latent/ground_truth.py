@@ -81,7 +81,8 @@ def ground_truth_evaluation(
         edit: the model's edit (:data:`Edit`), called once per mode with absolute per-digit requests.
         images: the causal dataset's digits ``[N, 1, H, W]`` (uint8 or float in [0, 1]).
         sources: the MNIST digits they were made from (uint8, same shape).
-        thickness, intensity: the targets each digit was made with ``[N]``.
+        thickness: the thickness target each digit was made with ``[N]``.
+        intensity: the intensity target each digit was made with ``[N]``.
         new_thickness: the intervention per digit ``[N]`` (:func:`intervention_thickness`).
         modes: keys of :data:`MODES`: which attributes the edit is asked to set.
         invert: the dataset was made with the inverted mechanism.

@@ -8,8 +8,15 @@ offers for it:
   are the condition the prior draw is decoded under;
 - **the calibrated regularized dim** of an AR-VAE (Pati & Lerch 2020) for an attribute it regularizes but is
   not conditioned on: latents are drawn from the N(0, I) prior, then each requested attribute is set as an
-  *absolute* value, closed loop, by :class:`~genvae.latent.control.AttributeControl` (the loop of
-  ``genvae edit``: decode, measure, secant step on the dim, keep each digit's best iterate).
+  *absolute* value (one for all digits, or one per digit), closed loop, by
+  :class:`~genvae.latent.control.AttributeControl` (the loop of ``genvae edit``: decode, measure, secant
+  step on the dim, keep each digit's best iterate).
+
+A label-conditional model's latents can come from the Gaussian of the requested class's aggregate
+posterior (``class_latents``, :mod:`genvae.latent.class_latents`) instead of the N(0, I) prior the model
+was trained with: draws then land where digits of that class do. With attributes set through the latent,
+their dims start at the calibration's first guess and the other dims are drawn from the class's Gaussian
+conditioned on them (so they fit the requested style as the class's digits do) before the closed loop.
 
 A request the model can serve neither way (a label asked of a model not conditioned on it, an attribute the
 model neither is conditioned on nor regularizes) is a :class:`~genvae.errors.ConfigError` naming the
@@ -30,6 +37,7 @@ from torch import Tensor, nn
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
+from genvae.latent.class_latents import ClassLatents
 from genvae.latent.control import AttributeControl, ExtrapolationWarning
 from genvae.latent.traversal import _device, decode_latents, eval_mode
 from genvae.models.conditioning import (
@@ -151,6 +159,7 @@ def sample(
     attributes: Mapping[str, float | Tensor] | None = None,
     *,
     control: AttributeControl | None = None,
+    class_latents: ClassLatents | None = None,
     data: Mapping[str, Tensor] | None = None,
     seed: int | None = None,
     batch_size: int = 1000,
@@ -163,6 +172,9 @@ def sample(
         model: a generative model with ``sample(n, condition=...)`` (the VAE family, the VQ-VAE prior).
         control: the calibrated :class:`AttributeControl` of ``model`` for requests served through the latent
             (fitted here on the first 1000 images of ``data`` when None).
+        class_latents: draw the latents of a label-conditional model from the Gaussian of the requested
+            class's aggregate posterior (:class:`~genvae.latent.class_latents.ClassLatents`) instead of the
+            N(0, I) prior.
         data: a data split (``image``, ``label``, ``attributes``), to calibrate the control and to draw the
             condition values the caller does not request.
         seed: seed of the prior draws (the same seed draws the same latents, e.g. for the columns of a grid).
@@ -181,13 +193,27 @@ def sample(
     steered = {name: value for name, value in values.items() if via[name] == "latent"}
     if steered and control is None:
         control = _fit_control(model, data, list(steered))
+    missing = [name for name in steered if name not in control.calibrations]
+    if missing:
+        raise ConfigError(f"{missing[0]}: not calibrated; calibrated: {list(control.calibrations)}")
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), eval_mode(model):
         if seed is not None:
             torch.manual_seed(seed)
         latent_dim = getattr(model, "latent_dim", None)
         if isinstance(latent_dim, int) and callable(getattr(model, "decode", None)):
-            z = torch.randn(n, latent_dim, device=device)
+            if class_latents is None:
+                z = torch.randn(n, latent_dim, device=device)
+            elif condition is None or LABEL not in condition:
+                raise ConfigError(
+                    f"prior: class latents need a label-conditional model, not {type(model).__name__}"
+                )
+            elif steered:  # the steered dims at the calibration's first guess, the others fitting them
+                guesses = [control.calibrations[name] for name in steered]
+                first = torch.stack([cal.latent_at(steered[cal.name].double()).float() for cal in guesses], 1)
+                z = class_latents.sample_given(condition[LABEL], [cal.dim for cal in guesses], first)
+            else:
+                z = class_latents.sample(condition[LABEL])
             images = decode_latents(model, z, batch_size, condition)
         else:  # a prior over codes: its own sampler
             parts = []
@@ -236,14 +262,8 @@ def _steer(
     images: Tensor,
 ) -> Tensor:
     """Set each steered attribute of the prior draws ``z`` to its requested absolute value, closed loop."""
-    missing = [name for name in steered if name not in control.calibrations]
-    if missing:
-        raise ConfigError(f"{missing[0]}: not calibrated; calibrated: {list(control.calibrations)}")
     reference = control.latent_reference(z, condition, images)
-    varying = [name for name, value in steered.items() if float(value.min()) != float(value.max())]
-    if varying:
-        raise ConfigError(f"{varying[0]}: one value for all digits when it is set through the latent")
-    absolute = {name: float(value[0]) for name, value in steered.items()}
+    absolute = dict(steered)  # one value per digit
     with warnings.catch_warnings():  # what was obtained is measured and returned beside what was asked
         warnings.simplefilter("ignore", ExtrapolationWarning)
         return control.apply(images, absolute=absolute, reference=reference).images

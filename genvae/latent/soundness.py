@@ -35,10 +35,12 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from genvae.data.attributes import ATTRIBUTE_NAMES
+from genvae.latent.class_latents import ClassLatents, edit_reference, label_edit
 from genvae.latent.control import AttributeControl, ExtrapolationWarning, Reference
 from genvae.latent.traversal import _device, eval_mode
 from genvae.metrics.soundness import DEFAULT_CYCLES, Edit, composition, mean_std, reversibility, to_unit
-from genvae.models.conditioning import Condition, condition_names
+from genvae.models.conditioning import LABEL, Condition, condition_names
 
 __all__ = [
     "attribute_edit",
@@ -142,6 +144,63 @@ def _changed_labels(labels: Tensor, num_classes: int, seed: int) -> Tensor:
     return (labels.long() + shift) % num_classes
 
 
+def _share_classified(classify: Classifier, images: Tensor, labels: Tensor, batch_size: int) -> float:
+    """The share of ``images`` the classifier assigns to ``labels``."""
+    predicted = torch.cat([classify(chunk).argmax(dim=1) for chunk in images.split(batch_size)])
+    return float((predicted.cpu() == labels.cpu()).float().mean())
+
+
+def _label_edits(
+    model: nn.Module,
+    images: Tensor,
+    condition: Condition,
+    class_latents: ClassLatents,
+    control: AttributeControl | None,
+    results: dict[str, float],
+    reversibility_images: int | None,
+    label_edit_images: int | None,
+    num_classes: int,
+    classify: Classifier | None,
+    seed: int,
+    batch_size: int,
+) -> Tensor:
+    """Label edits through the class latents (see :func:`soundness_evaluation`): their effectiveness and
+    the attributes they keep into ``results``; returns the reversibility distances."""
+
+    def edit(own: Condition, new_labels: Tensor) -> Edit:
+        def apply(x: Tensor) -> Tensor:
+            reference = edit_reference(model, to_unit(x), own, control)
+            return label_edit(
+                model, class_latents, reference, new_labels, control, batch_size=batch_size
+            ).images
+
+        return apply
+
+    n = len(images) if label_edit_images is None else min(label_edit_images, len(images))
+    m = len(images) if reversibility_images is None else min(reversibility_images, len(images))
+    everyone = _rows(condition, slice(0, max(n, m)))
+    new_labels = _changed_labels(everyone[LABEL], num_classes, seed)
+    own = _rows(everyone, slice(0, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        reference = edit_reference(model, to_unit(images[:n]), own, control)
+        edited = label_edit(model, class_latents, reference, new_labels[:n], control, batch_size=batch_size)
+        if classify is not None:
+            results["effectiveness/label"] = _share_classified(
+                classify, edited.images, new_labels[:n], batch_size
+            )
+        names = control.attribute_names if control is not None else ATTRIBUTE_NAMES
+        for column, name in enumerate(names):
+            before, after = edited.original[:, column].double(), edited.measured[:, column].double()
+            finite = before.isfinite() & after.isfinite()
+            if int(finite.sum()) > 1:
+                change = (after - before)[finite].abs().median() / before[finite].std().clamp(min=1e-12)
+                results[f"label_edit/{name}"] = float(change)
+        first = _rows(everyone, slice(0, m))
+        changed = {**first, LABEL: new_labels[:m]}
+        return reversibility(edit(first, changed[LABEL]), edit(changed, first[LABEL]), images[:m])
+
+
 def _summarise(results: dict[str, float], key: str, distances: Tensor) -> None:
     results[key], results[f"{key}_std"] = mean_std(distances)
 
@@ -160,6 +219,8 @@ def soundness_evaluation(
     classify: Classifier | None = None,
     seed: int = 0,
     batch_size: int = 1000,
+    class_latents: ClassLatents | None = None,
+    label_edit_images: int | None = 1000,
 ) -> dict[str, float]:
     """Composition and reversibility of ``model``'s edits of ``images`` (``[N, C, H, W]``, uint8 or [0, 1]).
 
@@ -175,9 +236,24 @@ def soundness_evaluation(
     (a label-conditional model: ``do(label = l')`` with ``l'`` another class drawn uniformly, and back) and
     ``reversibility`` pooled over all of them; with a label condition and ``classify`` also
     ``effectiveness/label``, the share of ``do(label = l')`` images the classifier assigns to ``l'``.
+
+    With ``class_latents`` (:class:`~genvae.latent.class_latents.ClassLatents`) a label edit is
+    :func:`~genvae.latent.class_latents.label_edit`: the latent moves to the new class, the thickness and
+    slant dims an AR-VAE regularizes are kept and held, closed loop, at the digit's values (``control``);
+    the edit back is the same edit to the original label. ``effectiveness/label`` is then measured on the
+    first ``label_edit_images`` images (None: all), with ``label_edit/<a>``, the median |edited -
+    reconstruction| of each of the control's attributes in stds of the reconstructions' values.
     """
     names = condition_names(model)
     results: dict[str, float] = {}
+    options = dict(
+        reversibility_images=reversibility_images,
+        label_edit_images=label_edit_images,
+        num_classes=num_classes,
+        classify=classify,
+        seed=seed,
+        batch_size=batch_size,
+    )
     for m, distances in composition(null_edit(model, condition, batch_size), images, cycles).items():
         _summarise(results, f"composition/{m}", distances)
     n = len(images) if reversibility_images is None else min(reversibility_images, len(images))
@@ -191,15 +267,17 @@ def soundness_evaluation(
 
     for name in names:  # edits through the condition
         value = own[name]
+        if name == "label" and class_latents is not None:
+            record(name, _label_edits(model, images, condition, class_latents, control, results, **options))
+            continue
         if name == "label":
             changed = {**own, name: _changed_labels(value, num_classes, seed)}
             forward = condition_edit(model, own, changed, batch_size)
             record(name, reversibility(forward, condition_edit(model, changed, own, batch_size), subset))
             if classify is not None:
                 edited = forward(subset)
-                predicted = torch.cat([classify(chunk).argmax(dim=1) for chunk in edited.split(batch_size)])
-                results["effectiveness/label"] = float(
-                    (predicted.cpu() == changed[name].cpu()).float().mean()
+                results["effectiveness/label"] = _share_classified(
+                    classify, edited, changed[name], batch_size
                 )
             continue
         delta = step * float(value.float().std())

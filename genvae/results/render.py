@@ -250,9 +250,13 @@ def vqvae_table(summary: Summary) -> str:
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}"
 
 
+CONDITIONAL_MODELS = ("cvae", "arvae_conditional", "vqvae_prior_conditional")
+
+
 def samples_table(summary: Summary) -> str:
-    experiments = [e for e in ("vae", "betavae", "arvae", "vqvae_prior") if e in summary.runs]
-    experiments.sort(key=lambda e: (summary.get(e, "test/fid") or Stat(math.inf, 0, 0)).mean)
+    models = ("vae", "betavae", "arvae", "vqvae_prior", *CONDITIONAL_MODELS)
+    experiments = [e for e in models if e in summary.runs and summary.get(e, "test/fid") is not None]
+    experiments.sort(key=lambda e: summary.get(e, "test/fid").mean)
     rows = [
         [
             LABELS[e],
@@ -272,6 +276,12 @@ def samples_table(summary: Summary) -> str:
     iwae = {summary.run_info(e, "iwae_samples") for e in experiments} - {None}
     if iwae:
         note += f" IWAE with K = {', '.join(str(k) for k in sorted(iwae))}."
+    if any(e in CONDITIONAL_MODELS for e in experiments):
+        note += (
+            " Conditional models: class-balanced samples from their own prior (N(0, I), the class-token "
+            "prior), IWAE bounds −log p(x | label); their class-latent samples: [Conditional generation]"
+            "(#conditional-generation)."
+        )
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
 
 
@@ -385,7 +395,12 @@ def soundness_table(summary: Summary) -> str:
     conditional = any(summary.get(e, k) is not None for e in experiments for k in label_keys)
     header = ["model", "seeds", "composition, 1 null edit ↓", "composition, 10 null edits ↓"]
     header += ["reversibility ±1 std ↓"]
-    header += ["reversibility do(label) ↓", "do(label) classified as the new label"] if conditional else []
+    header += (
+        ["reversibility do(label) ↓", "do(label) classified as the new label", "do(label): Δ thickness / std"]
+        + ["do(label): Δ slant / std"]
+        if conditional
+        else []
+    )
     rows = []
     for e in experiments:
         row = [LABELS.get(e, e), str(summary.get(e, "test/soundness/composition/1").n)]  # seeds with the keys
@@ -395,52 +410,77 @@ def soundness_table(summary: Summary) -> str:
             row += [
                 cell(e, "test/soundness/reversibility/label"),
                 fmt(summary.get(e, "test/soundness/effectiveness/label"), 1, 100.0, "%"),
+                fmt(summary.get(e, "test/soundness/label_edit/thickness"), 3),
+                fmt(summary.get(e, "test/soundness/label_edit/slant"), 3),
             ]
         rows.append(row)
     note = (
         " seeds: the runs evaluated for soundness (earlier runs are retested with `--retest`)."
         " Mean |x − x₀| per image on the 0–255 scale (σ: its std over the test images); reversibility pools "
-        "the +1 std and −1 std edits of every edited attribute, each followed by the edit back."
+        "the +1 std and −1 std edits of every edited attribute, each followed by the edit back. do(label): "
+        "the latent moved to the new class's aggregate posterior, an AR-VAE's thickness and slant held "
+        "(`genvae.latent.class_latents.label_edit`), scored on 1000 test digits; Δ: median |edited − "
+        "reconstruction| / std of the reconstructions' values."
     )
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
 
 
+# the ways conditional samples are drawn (ConditionalGeneration): key prefix, what the table calls them
+CONDITIONAL_DRAWS = (
+    ("test/conditional", "prior N(0, I)"),
+    ("test/conditional/class_latents", "class latents"),
+    ("test/conditional/attributes_requested", "class latents + 4 attributes asked"),
+)
+
+
 def conditional_table(summary: Summary) -> str:
     """Conditional generation (``test/conditional/*``): class accuracy of class-balanced samples, the error
-    of each conditioned attribute, and their sample quality against the test set."""
+    of each requested attribute, and their sample quality against the test set; one row per model and way
+    of drawing (the model's N(0, I) prior; its class latents, :mod:`genvae.latent.class_latents`; the class
+    latents with an AR-VAE's regularized attributes requested)."""
     experiments = _with_experiment_key(summary, "test/conditional/accuracy")
     if not experiments:
         return "_no conditional generation evaluation in the runs yet_"
+    draws = [
+        (e, prefix, name)
+        for e in experiments
+        for prefix, name in CONDITIONAL_DRAWS
+        if summary.get(e, f"{prefix}/accuracy") is not None
+    ]
     attributes = [
         a
         for a in ATTRIBUTES
-        if any(summary.get(e, f"test/conditional/attribute_error/{a}") for e in experiments)
+        if any(summary.get(e, f"{prefix}/attribute_error/{a}") for e, prefix, _ in draws)
     ]
 
-    def worst_class(experiment: str) -> str:
-        stats = [summary.get(experiment, f"test/conditional/accuracy/{c}") for c in range(10)]
+    def worst_class(experiment: str, prefix: str) -> str:
+        stats = [summary.get(experiment, f"{prefix}/accuracy/{c}") for c in range(10)]
         stats = [s for s in stats if s is not None]
         return f"{min(s.mean for s in stats) * 100:.1f}%" if stats else "—"
 
-    header = ["model", "classified as requested", "worst class"]
+    header = ["model", "latents", "classified as requested", "worst class"]
     header += [f"{a} error / std" for a in attributes]
     header += ["FID ↓", "precision", "recall", "morphometric FMD ↓"]
     rows = [
         [
             LABELS.get(e, e),
-            fmt(summary.get(e, "test/conditional/accuracy"), 1, 100.0, "%"),
-            worst_class(e),
-            *[fmt(summary.get(e, f"test/conditional/attribute_error/{a}"), 3) for a in attributes],
-            fmt(summary.get(e, "test/conditional/fid"), 1),
-            fmt(summary.get(e, "test/conditional/precision"), 3),
-            fmt(summary.get(e, "test/conditional/recall"), 3),
-            fmt(summary.get(e, "test/conditional/fmd"), 3),
+            name,
+            fmt(summary.get(e, f"{prefix}/accuracy"), 1, 100.0, "%"),
+            worst_class(e, prefix),
+            *[fmt(summary.get(e, f"{prefix}/attribute_error/{a}"), 3) for a in attributes],
+            fmt(summary.get(e, f"{prefix}/fid"), 1),
+            fmt(summary.get(e, f"{prefix}/precision"), 3),
+            fmt(summary.get(e, f"{prefix}/recall"), 3),
+            fmt(summary.get(e, f"{prefix}/fmd"), 3),
         ]
-        for e in experiments
+        for e, prefix, name in draws
     ]
     note = (
-        " Class-balanced samples (as many as test images), the conditioned attributes requested at the values "
-        "of real test digits of the class; error: median |measured − requested| / test std."
+        " Class-balanced samples (as many as test images); latents: the model's N(0, I) prior, or its class "
+        "latents (each class's aggregate posterior on the training set, `genvae.latent.class_latents`), or "
+        "the class latents with the thickness, slant, width and height of a real test digit of the class "
+        "requested through an AR-VAE's calibrated dims (closed loop). Conditioned attributes are requested at "
+        "the values of real test digits of the class; error: median |measured − requested| / test std."
     )
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
 
