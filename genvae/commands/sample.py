@@ -183,9 +183,9 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     control = (
         attribute_control(model, datamodule, options) if set(asked) & set(latent_attributes(model)) else None
     )
-    title = f"{type(model).__name__} {options.ckpt_path.name}"
 
     class_latents = _class_latents(model, train, options.prior)
+    title = f"{type(model).__name__} {options.ckpt_path.name}" + (", class latents" if class_latents else "")
 
     def draw(n: int, label: int | Tensor | None, values: Mapping[str, float]) -> SampleResult:
         return sample(
