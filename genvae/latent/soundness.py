@@ -246,14 +246,6 @@ def soundness_evaluation(
     """
     names = condition_names(model)
     results: dict[str, float] = {}
-    options = dict(
-        reversibility_images=reversibility_images,
-        label_edit_images=label_edit_images,
-        num_classes=num_classes,
-        classify=classify,
-        seed=seed,
-        batch_size=batch_size,
-    )
     for m, distances in composition(null_edit(model, condition, batch_size), images, cycles).items():
         _summarise(results, f"composition/{m}", distances)
     n = len(images) if reversibility_images is None else min(reversibility_images, len(images))
@@ -268,7 +260,21 @@ def soundness_evaluation(
     for name in names:  # edits through the condition
         value = own[name]
         if name == "label" and class_latents is not None:
-            record(name, _label_edits(model, images, condition, class_latents, control, results, **options))
+            distances = _label_edits(
+                model,
+                images,
+                condition,
+                class_latents,
+                control,
+                results,
+                reversibility_images,
+                label_edit_images,
+                num_classes,
+                classify,
+                seed,
+                batch_size,
+            )
+            record(name, distances)
             continue
         if name == "label":
             changed = {**own, name: _changed_labels(value, num_classes, seed)}
