@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 # (downloaded there on first use; ignored by git). Override with `make fit DATA=path/to/mnist`.
 DATA ?= $(if $(wildcard ../shared/data/mnist),../shared/data/mnist,data)
 STAMP := $(VENV)/.installed
-# `make results`: train + test every experiment of the README tables over seeds, then render them
+# `make results`: train + test every experiment of the tables (genvae.results.presets) over seeds, then render
 PRESET ?= cpu
 SEEDS ?= 0 1 2
-EXPERIMENTS ?= classifier ae vae betavae arvae vqvae vqvae_prior
+EXPERIMENTS ?= classifier ae vae betavae arvae cvae arvae_conditional vae_causal arvae_causal vqvae vqvae_prior vqvae_prior_conditional
 
 .PHONY: install test lint format docs docs-serve bench gpu-check fit results clean
 

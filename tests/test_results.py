@@ -227,6 +227,13 @@ def test_presets_cover_every_experiment() -> None:
             assert (REPO / "experiments" / "eval" / f"{experiment.overlay}.yaml").is_file()
 
 
+def test_make_results_runs_every_registered_experiment() -> None:
+    """`make results` reproduces every table: its default EXPERIMENTS are the runner's registry."""
+    makefile = (REPO / "Makefile").read_text()
+    line = next(line for line in makefile.splitlines() if line.startswith("EXPERIMENTS ?="))
+    assert line.split("?=", 1)[1].split() == list(EXPERIMENTS)
+
+
 def test_results_command_smoke_is_resumable(tiny_mnist: Path, tmp_path: Path) -> None:
     """One experiment (and the classifier it needs), a few steps, into a temporary folder; then skipped."""
     command = [
