@@ -173,7 +173,7 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
     ]
     assert rows[2] == [
         "cvae_wide",
-        "prior N(0, I)",
+        "own prior",
         "97.0%",
         "90.0%",
         "0.120",

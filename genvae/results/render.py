@@ -427,7 +427,7 @@ def soundness_table(summary: Summary) -> str:
 
 # the ways conditional samples are drawn (ConditionalGeneration): key prefix, what the table calls them
 CONDITIONAL_DRAWS = (
-    ("test/conditional", "prior N(0, I)"),
+    ("test/conditional", "own prior"),
     ("test/conditional/class_latents", "class latents"),
     ("test/conditional/attributes_requested", "class latents + 4 attributes asked"),
 )
@@ -476,7 +476,8 @@ def conditional_table(summary: Summary) -> str:
         for e, prefix, name in draws
     ]
     note = (
-        " Class-balanced samples (as many as test images); latents: the model's N(0, I) prior, or its class "
+        " Class-balanced samples (as many as test images); latents: the model's own prior (N(0, I) for the VAE "
+        "family, the learned class-conditional prior for the VQ-VAE), or its class "
         "latents (each class's aggregate posterior on the training set, `genvae.latent.class_latents`), or "
         "the class latents with the thickness, slant, width and height of a real test digit of the class "
         "requested through an AR-VAE's calibrated dims (closed loop). Conditioned attributes are requested at "
