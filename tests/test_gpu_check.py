@@ -27,11 +27,13 @@ def test_gpu_check_runs_its_gpu_path_on_cpu_in_quick_mode(
     args = ["--data", str(tiny_mnist), "--device", "cpu", "--quick", "--families", "VAE", "--json", str(out)]
     assert gpu_check.main([*args, "--precisions", "bf16-mixed"]) == 0
     table = capsys.readouterr().out
-    for check in ("attributes of 300 digits", "max |cpu - cpu|, 300 digits", "epoch VAE bf16-mixed"):
+    checks = ("attributes of 300 digits", "max |cpu - cpu|, 300 digits", "epoch VAE bf16-mixed")
+    for check in (*checks, "causal Morpho-MNIST of 300 digits", "|cpu - cpu| grey levels, 300 digits"):
         assert check in table
     assert "bench_training plain/genvae, MLP VAE (512, 256), batch 128" in table and "failed" not in table
     results = json.loads(out.read_text())
     assert results["attributes"]["max_abs_diff"] == 0.0 and results["attributes"]["same_nan"]
+    assert results["causal_dataset"]["mean_abs_diff"] == 0.0  # the same code on the same device
     assert results["epochs"]["VAE bf16-mixed"]["images"] == 64  # one batch of experiments/vae.yaml
     assert results["bench_training"]["mlp_vae"]["target"] == 0.90
 
