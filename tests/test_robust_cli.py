@@ -315,6 +315,7 @@ NOISE = (
     "litlogger",
     "litmodels",
     "LeafSpec",
+    "You have overridden `transfer_batch_to_device`",
     "dirpath has changed",
     "Be aware that when using `ckpt_path`",
     "sync_dist=True",

@@ -25,7 +25,9 @@ class _DropLightningTips(logging.Filter):
 
 
 def silence_unactionable_notices() -> None:
-    """Install the filters (idempotent): Lightning's product tips, and torch's ``LeafSpec`` deprecation.
+    """Install the filters (idempotent): Lightning's product tips, torch's ``LeafSpec`` deprecation, and
+    Lightning's note that a module overriding ``transfer_batch_to_device`` is used with a datamodule
+    (genvae's models override it on purpose).
 
     The deprecation is raised by Lightning's own ``lightning/pytorch/utilities/_pytree.py`` building a
     ``torch.utils._pytree.LeafSpec`` under torch >= 2.10; only a Lightning release can change it.
@@ -35,4 +37,9 @@ def silence_unactionable_notices() -> None:
         logger.addFilter(_DropLightningTips())
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    # genvae's models return batches already on the device as they are (BaseModel.transfer_batch_to_device)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"You have overridden `transfer_batch_to_device` in `LightningModule` but have passed",
     )
