@@ -191,6 +191,11 @@ def row(check: str, result: str, target: str = "", ok: bool | None = None) -> tu
     return check, result, target, "" if ok is None else ("yes" if ok else "NO")
 
 
+def timed_row(check: str, seconds: float, target_s: float) -> tuple[str, str, str, str]:
+    """A table row of a timed check against its time target."""
+    return row(check, f"{seconds:.2f} s", f"< {target_s:g} s", seconds < target_s)
+
+
 def failure(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"failed: {type(err).__name__}: {text[0] if text else ''}"[:120]
@@ -242,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         attrs = results["attributes"] = check_attributes(digits, device, compared)
         rows.append(
-            row(
-                f"attributes of {attrs['digits']} digits",
-                f"{attrs['seconds']:.2f} s",
-                f"< {TARGET_ATTRIBUTES_S:g} s",
-                attrs["seconds"] < TARGET_ATTRIBUTES_S,
-            )
+            timed_row(f"attributes of {attrs['digits']} digits", attrs["seconds"], TARGET_ATTRIBUTES_S)
         )
         nan_note = "" if attrs["same_nan"] else " (NaN rows differ)"
         rows.append(
@@ -261,12 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         causal = results["causal_dataset"] = check_causal_dataset(digits, device, compared)
         rows.append(
-            row(
-                f"causal Morpho-MNIST of {causal['digits']} digits",
-                f"{causal['seconds']:.2f} s",
-                f"< {TARGET_CAUSAL_S:g} s",
-                causal["seconds"] < TARGET_CAUSAL_S,
-            )
+            timed_row(f"causal Morpho-MNIST of {causal['digits']} digits", causal["seconds"], TARGET_CAUSAL_S)
         )
         rows.append(
             row(
