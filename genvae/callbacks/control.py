@@ -39,7 +39,7 @@ from genvae.data.attributes import (
     morpho_columns,
 )
 from genvae.errors import ConfigError
-from genvae.latent.class_latents import ClassLatents
+from genvae.latent.class_latents import ClassLatents, has_class_latents
 from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.evaluation import (
     DEFAULT_PHYSICAL_EDITS,
@@ -50,7 +50,7 @@ from genvae.latent.evaluation import (
     control_table,
 )
 from genvae.latent.grid import edit_grid, format_request, grid_figure
-from genvae.models.conditioning import batch_condition, condition_names
+from genvae.models.conditioning import batch_condition
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, log_image
 
@@ -301,11 +301,7 @@ def class_latents_of(trainer: L.Trainer, pl_module: L.LightningModule) -> ClassL
     """The :class:`~genvae.latent.class_latents.ClassLatents` of a label-conditional model with a flat
     latent, fitted on the whole training split of the datamodule (each digit under its own condition);
     None for any other model or without a labelled training split."""
-    labelled = "label" in condition_names(pl_module)
-    flat = isinstance(getattr(pl_module, "latent_dim", None), int) and callable(
-        getattr(pl_module, "decode", None)
-    )
     train = AttributeControlEvaluation._train_split(trainer)
-    if not (labelled and flat) or train is None or "label" not in train:
+    if not has_class_latents(pl_module) or train is None or "label" not in train:
         return None
-    return ClassLatents.fit(pl_module, train["image"], train["label"], batch_condition(pl_module, train))
+    return ClassLatents.fit_split(pl_module, train)

@@ -244,10 +244,7 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
         if new_label is None:
             result = control.apply(images, changes, absolute=absolute, condition=condition)
         else:  # the latent moves to the new class, an AR-VAE's thickness and slant held
-            train = datamodule.splits["train"]
-            class_latents = ClassLatents.fit(
-                model, train["image"], train[LABEL], batch_condition(model, train)
-            )
+            class_latents = ClassLatents.fit_split(model, datamodule.splits["train"])
             new = torch.full((len(images),), new_label, dtype=torch.long, device=model.device)
             result = label_edit(
                 model,

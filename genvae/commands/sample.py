@@ -42,11 +42,11 @@ from genvae.commands.edit import (
 )
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError, exit_on_config_error
-from genvae.latent.class_latents import ClassLatents
+from genvae.latent.class_latents import ClassLatents, has_class_latents
 from genvae.latent.grid import grid_figure
 from genvae.latent.sampling import SampleResult, check_requests, latent_attributes, sample
 from genvae.metrics.morphometry import ATTRIBUTE_UNITS
-from genvae.models.conditioning import LABEL, NUM_CLASSES, batch_condition
+from genvae.models.conditioning import LABEL, NUM_CLASSES
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.images import figure_to_array, png_bytes
 
@@ -83,19 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _class_latents(model: Any, train: Mapping[str, Tensor], prior: str | None) -> ClassLatents | None:
     """The class latents of a label-conditional model with a flat latent (``--prior class``, its default),
     fitted on the training split; None for ``--prior standard`` and for other models."""
-    flat = isinstance(getattr(model, "latent_dim", None), int)
-    labelled = LABEL in getattr(model, "condition_names", ())
-    if prior == "standard" or (prior is None and not (flat and labelled)):
+    possible = has_class_latents(model)
+    if prior == "standard" or (prior is None and not possible):
         return None
-    if not (flat and labelled):
+    if not possible:
         raise ConfigError(
             f"--prior class: {type(model).__name__} is not a label-conditional model with a flat latent "
             "(condition: [label]); use --prior standard"
         )
-    rows = {
-        key: value.to(model.device) for key, value in train.items() if key in ("image", LABEL, "attributes")
-    }
-    return ClassLatents.fit(model, rows["image"], rows[LABEL], batch_condition(model, rows))
+    return ClassLatents.fit_split(model, train)
 
 
 def _requests(texts: Sequence[str], key: str) -> dict[str, float]:

@@ -37,12 +37,20 @@ from genvae.data.attributes import morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, EditResult, Reference
 from genvae.latent.traversal import _device, decode_latents, encode_images, eval_mode
-from genvae.models.conditioning import LABEL, NUM_CLASSES, Condition, condition_names, split_condition
+from genvae.models.conditioning import (
+    LABEL,
+    NUM_CLASSES,
+    Condition,
+    batch_condition,
+    condition_names,
+    split_condition,
+)
 
 __all__ = [
     "KEPT_UNDER_LABEL_EDITS",
     "ClassLatents",
     "edit_reference",
+    "has_class_latents",
     "held_attributes",
     "label_edit",
     "posterior_moments",
@@ -128,6 +136,12 @@ class ClassLatents:
         device = _device(model)
         return cls(torch.stack(means).float().to(device), torch.stack(factors).float().to(device), counts)
 
+    @classmethod
+    def fit_split(cls, model: nn.Module, split: Mapping[str, Tensor]) -> ClassLatents:
+        """:meth:`fit` on a data split (``image``, ``label`` and, for attribute conditions, ``attributes``),
+        each digit encoded under its own condition."""
+        return cls.fit(model, split["image"], split[LABEL], batch_condition(model, split))
+
     @property
     def num_classes(self) -> int:
         return len(self.mean)
@@ -191,6 +205,12 @@ class ClassLatents:
             dims = torch.as_tensor(list(keep_dims), device=moved.device)
             moved[:, dims] = z.to(moved)[:, dims]
         return moved.to(z.dtype)
+
+
+def has_class_latents(model: nn.Module) -> bool:
+    """Whether ``model`` can have class latents: conditioned on the label, with a flat latent it decodes."""
+    flat = isinstance(getattr(model, "latent_dim", None), int) and callable(getattr(model, "decode", None))
+    return flat and LABEL in condition_names(model)
 
 
 def held_attributes(model: nn.Module, keep: Sequence[str] = KEPT_UNDER_LABEL_EDITS) -> list[str]:

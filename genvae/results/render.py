@@ -395,12 +395,9 @@ def soundness_table(summary: Summary) -> str:
     conditional = any(summary.get(e, k) is not None for e in experiments for k in label_keys)
     header = ["model", "seeds", "composition, 1 null edit ↓", "composition, 10 null edits ↓"]
     header += ["reversibility ±1 std ↓"]
-    header += (
-        ["reversibility do(label) ↓", "do(label) classified as the new label", "do(label): Δ thickness / std"]
-        + ["do(label): Δ slant / std"]
-        if conditional
-        else []
-    )
+    if conditional:
+        header += ["reversibility do(label) ↓", "do(label) classified as the new label"]
+        header += ["do(label): Δ thickness / std", "do(label): Δ slant / std"]
     rows = []
     for e in experiments:
         row = [LABELS.get(e, e), str(summary.get(e, "test/soundness/composition/1").n)]  # seeds with the keys
@@ -436,8 +433,9 @@ CONDITIONAL_DRAWS = (
 def conditional_table(summary: Summary) -> str:
     """Conditional generation (``test/conditional/*``): class accuracy of class-balanced samples, the error
     of each requested attribute, and their sample quality against the test set; one row per model and way
-    of drawing (the model's N(0, I) prior; its class latents, :mod:`genvae.latent.class_latents`; the class
-    latents with an AR-VAE's regularized attributes requested)."""
+    of drawing (:data:`CONDITIONAL_DRAWS`: the model's own prior; its class latents,
+    :mod:`genvae.latent.class_latents`; the class latents with an AR-VAE's regularized attributes
+    requested)."""
     experiments = _with_experiment_key(summary, "test/conditional/accuracy")
     if not experiments:
         return "_no conditional generation evaluation in the runs yet_"
