@@ -291,6 +291,34 @@ def test_a_run_of_the_preset_with_other_epochs_is_not_done(tmp_path: Path) -> No
     assert runner.is_done("arvae", 0) and not runner.is_done("arvae", 1)
 
 
+def test_a_finished_shorter_fit_is_continued_and_equals_a_fit_from_the_start(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Raising a preset's epochs continues the finished fit; at a constant learning rate with exact resume
+    the continued weights equal those of a fit run for that many epochs at once."""
+    import dataclasses
+
+    import torch
+
+    from genvae.results.runner import ResultsRunner
+
+    smoke = PRESETS["smoke"]
+    two_epochs = dataclasses.replace(smoke, epochs={**smoke.epochs, "vae": 2})
+    continued = ResultsRunner(smoke, tiny_mnist, tmp_path / "runs", tmp_path / "continued", REPO)
+    continued.ensure_fit("vae", 0)
+    continued.preset = two_epochs
+    paths = continued.ensure_fit("vae", 0)
+    record = json.loads(paths.fit_record.read_text())
+    assert record["epochs"] == 2 and record["continued_from_epochs"] == 1 and not record["resumed"]
+    assert "vae seed 0: continuing from 1 epochs (smoke)" in capsys.readouterr().out
+
+    at_once = ResultsRunner(two_epochs, tiny_mnist, tmp_path / "runs", tmp_path / "at_once", REPO)
+    reference = at_once.ensure_fit("vae", 0)
+    weights = [torch.load(p.checkpoint, weights_only=False)["state_dict"] for p in (paths, reference)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_parallel_runners_never_claim_the_same_run(tmp_path: Path) -> None:
     from genvae.results.runner import ResultsRunner
 

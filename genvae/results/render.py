@@ -534,14 +534,20 @@ def runs_table(summary: Summary) -> str:
         fit = [float(r.get("fit_seconds", math.nan)) / 60 for r in runs]
         test = [float(r.get("test_seconds", math.nan)) / 60 for r in runs]
         resumed = [str(r.get("seed")) for r in runs if r.get("fit_resumed")]
+        continued = {
+            str(r.get("seed")): r["fit_continued_from_epochs"]
+            for r in runs
+            if r.get("fit_continued_from_epochs")
+        }
+        notes = [f"seed {', '.join(resumed)} resumed"] if resumed else []
+        notes += [f"seed {s} continued from {e} epochs" for s, e in continued.items()]
         total += sum(x for x in fit + test if math.isfinite(x))
         rows.append(
             [
                 LABELS.get(experiment, experiment),
                 ", ".join(str(r.get("seed")) for r in runs),
                 str(summary.run_info(experiment, "epochs") or "—"),
-                " / ".join(f"{x:.1f}" for x in fit)
-                + (f" (seed {', '.join(resumed)} resumed)" if resumed else ""),
+                " / ".join(f"{x:.1f}" for x in fit) + (f" ({'; '.join(notes)})" if notes else ""),
                 " / ".join(f"{x:.1f}" for x in test),
             ]
         )

@@ -8,7 +8,10 @@ logs; the result folder ``<runs>/<experiment>/seed<k>/`` (committed) holds what 
 
 A run whose ``run.json`` names the requested preset and its epochs is skipped. A fit that was interrupted
 resumes from its ``last.ckpt`` (exactly: genvae checkpoints hold the loader position and the random
-generators); a finished fit whose test did not run is only tested. A checkpoint another run needs (the
+generators); a finished fit whose test did not run is only tested. A finished fit of the same preset with
+fewer epochs than the preset now asks for is continued to the new count rather than started over: genvae's
+models train at a constant learning rate, so with exact resume the continued fit equals a fit of that many
+epochs from the start. A checkpoint another run needs (the
 classifier of the feature metrics, the VQ-VAE under the prior) is retrained when its work folder is gone
 (e.g. on a fresh clone).
 """
@@ -154,6 +157,15 @@ class ResultsRunner:
             and record.get("epochs") == self.preset.epochs[experiment]
         )
 
+    def _continues(self, record: dict | None, experiment: str) -> bool:
+        """Whether a fit record is a finished fit of this preset with fewer epochs than it now asks for."""
+        return (
+            record is not None
+            and record.get("preset") == self.preset.name
+            and isinstance(record.get("epochs"), int)
+            and record["epochs"] < self.preset.epochs[experiment]
+        )
+
     # ----------------------------------------------------------------- commands
     def _genvae(self, args: Sequence[str], log_file: Path) -> float:
         """Run ``python -m genvae <args>`` from the repository root, output appended to ``log_file``."""
@@ -216,8 +228,9 @@ class ResultsRunner:
         record = read_json(paths.fit_record)
         if self._of_this_preset(record, experiment) and paths.checkpoint.is_file():
             return paths
-        if record is not None and not self._of_this_preset(record, experiment):
-            shutil.rmtree(paths.work)  # another preset's (or epoch count's) checkpoint: start over
+        continued = self._continues(record, experiment) and paths.checkpoint.is_file()
+        if record is not None and not self._of_this_preset(record, experiment) and not continued:
+            shutil.rmtree(paths.work)  # another preset's (or more epochs'): start over
         for need in EXPERIMENTS[experiment].needs:
             if need != "classifier":
                 self.ensure_fit(need, seed)
@@ -239,17 +252,23 @@ class ResultsRunner:
         ]
         if resumed:
             args += ["--ckpt_path", str(paths.checkpoint)]
-        self.log(
-            f"results: {experiment} seed {seed}: {'resuming' if resumed else 'training'} ({self.preset.name})"
-        )
+        doing = "training"
+        if continued:
+            doing = f"continuing from {record['epochs']} epochs"
+        elif resumed:
+            doing = "resuming"
+        self.log(f"results: {experiment} seed {seed}: {doing} ({self.preset.name})")
         seconds = self._genvae(args, paths.work / "fit.log")
+        if continued:
+            seconds += float(record.get("seconds", float("nan")))  # the whole fit: earlier epochs too
         write_json(
             paths.fit_record,
             {
                 "preset": self.preset.name,
                 "epochs": self.preset.epochs[experiment],
-                "seconds": seconds,  # of the last (resumed) invocation
-                "resumed": resumed,
+                "seconds": seconds,  # of the last (resumed) invocation, or of all parts when continued
+                "resumed": resumed and not continued,
+                "continued_from_epochs": record["epochs"] if continued else None,
             },
         )
         return paths
@@ -325,6 +344,7 @@ class ResultsRunner:
                 "epochs": self.preset.epochs[experiment],
                 "fit_seconds": round(float(fit.get("seconds", float("nan"))), 1),
                 "fit_resumed": bool(fit.get("resumed", False)),
+                "fit_continued_from_epochs": fit.get("continued_from_epochs"),
                 "test_seconds": round(seconds, 1),
                 "test_images": self.test_images(experiment),
                 "iwae_samples": self.preset.iwae_samples if EXPERIMENTS[experiment].iwae else None,
