@@ -76,6 +76,14 @@ class NaNLossVAE(VAE):
         return terms
 
 
+class ScheduledVAE(VAE):
+    """A VAE whose optimizer comes with a learning-rate scheduler."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1)}
+
+
 class InfGradientVAE(VAE):
     """A VAE whose loss stays finite but one gradient becomes inf at step ``bad_step``."""
 
@@ -164,6 +172,69 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_mnist: Path, tm
         assert resumed["global_step"] == 10
         for name, value in reference["state_dict"].items():
             assert torch.equal(resumed["state_dict"][name], value), (step, name)
+
+
+def test_manual_step_equals_lightnings_automatic_loop(tiny_mnist: Path, tmp_path: Path) -> None:
+    """genvae steps its optimizer itself; with gradient clipping (a bound no gradient reaches: the gradients
+    are multiplied by exactly 1) Lightning's automatic loop steps it. Same weights, bitwise; and a checkpoint
+    of the automatic loop resumes in the manual one at its step count, equal to an unbroken manual run."""
+    from genvae.cli import build_cli
+
+    common = ["--config", SMOKE, "--data.init_args.root", str(tiny_mnist), "--trainer.logger", "false"]
+    common += ["--trainer.limit_train_batches", "1.0", "--trainer.max_epochs", "2"]
+    clipped = ["--trainer.gradient_clip_val", "1e30"]
+    modes = {}
+    for name, extra in (("manual", []), ("automatic", clipped)):
+        cli = build_cli([*common, *extra, "--trainer.default_root_dir", str(tmp_path)], run=False)
+        cli.model.trainer = cli.trainer
+        modes[name] = cli.model.automatic_optimization
+    assert modes == {"manual": False, "automatic": True}
+
+    fit([*common, *checkpoint_args(tmp_path / "manual", every_n_train_steps=1)], tmp_path)
+    fit([*common, *clipped, *checkpoint_args(tmp_path / "automatic", every_n_train_steps=1)], tmp_path)
+    fit(
+        [
+            *common,
+            *checkpoint_args(tmp_path / "resumed"),
+            "--ckpt_path",
+            str(tmp_path / "automatic" / "step=3.ckpt"),
+        ],
+        tmp_path,
+    )
+    manual, automatic, resumed = (
+        torch.load(tmp_path / run / "last.ckpt", map_location="cpu", weights_only=True)
+        for run in ("manual", "automatic", "resumed")
+    )
+    assert manual["global_step"] == automatic["global_step"] == resumed["global_step"] == 10
+    for name, value in manual["state_dict"].items():
+        assert torch.equal(automatic["state_dict"][name], value), name
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
+def test_a_scheduler_under_the_manual_step_is_one_error_line(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Lightning steps schedulers only in its automatic loop: a model that returns one is refused, not
+    trained at a silently constant learning rate."""
+    with pytest.raises(SystemExit) as info:
+        fit(
+            [
+                "--config",
+                SMOKE,
+                "--model.class_path",
+                "tests.test_scale.ScheduledVAE",
+                "--data.init_args.root",
+                str(tiny_mnist),
+                "--trainer.logger",
+                "false",
+            ],
+            tmp_path,
+        )
+    assert info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(
+        "genvae: error: ScheduledVAE.configure_optimizers: returns a learning-rate scheduler"
+    )
 
 
 def test_checkpoint_loads_with_weights_only(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from genvae.models.conditioning import (
 )
 from genvae.models.optim import adam
 from genvae.models.running_means import RunningMeans
-from genvae.utils.lightning import is_logging_step
+from genvae.utils.lightning import carry_optimizer_steps, is_logging_step, needs_automatic_optimization
 
 Batch = dict[str, Tensor]
 
@@ -52,7 +52,8 @@ class StagedModule(L.LightningModule):
     a value logged ``on_epoch``). The training sums travel in checkpoints, so the epoch means of a run
     resumed mid-epoch equal those of an unbroken run.
 
-    Subclasses that override ``setup``, ``on_train_batch_start`` or the ``on_*_epoch_end`` hooks call
+    The module steps its optimizer itself (see :attr:`automatic_optimization`). Subclasses that override
+    ``setup``, ``on_train_batch_start``, ``on_load_checkpoint`` or the ``on_*_epoch_end`` hooks call
     ``super()``.
     """
 
@@ -178,13 +179,45 @@ class StagedModule(L.LightningModule):
             checkpoint[RUNNING_MEANS_KEY] = running.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None:
+            carry_optimizer_steps(checkpoint, automatic=self.automatic_optimization)
         state = checkpoint.get(RUNNING_MEANS_KEY)
         if state is not None:
             self._running_means["train"] = RunningMeans.from_state_dict(state, self.device)
 
     # ----------------------------------------------------------- steps
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning's automatic loop steps the optimizer; otherwise :meth:`training_step` does.
+
+        genvae steps its one optimizer itself: ``zero_grad``, ``manual_backward``, ``step`` through
+        Lightning's optimizer wrapper, so the precision plugin, DDP, the ``on_before_backward`` /
+        ``on_before_optimizer_step`` hooks and the NaN guard work as they do in the automatic loop, and the
+        weights are bitwise the same. It skips what the automatic loop wraps around every step (a closure,
+        two more hook sweeps over every callback, progress counters), a cost of the order of the whole
+        step of a small model on a GPU (``benchmarks/bench_training.py`` measures it: docs/speed.md). The
+        automatic loop is used where the trainer asks for what only it implements
+        (:func:`~genvae.utils.lightning.needs_automatic_optimization`: gradient clipping or accumulation).
+        """
+        trainer = self._trainer
+        return trainer is not None and needs_automatic_optimization(trainer)
+
+    def on_train_start(self) -> None:
+        if not self.automatic_optimization and self.trainer.lr_scheduler_configs:
+            raise ConfigError(
+                f"{type(self).__name__}.configure_optimizers: returns a learning-rate scheduler, which genvae's "
+                "manual optimization step does not step; step it in training_step or on_train_epoch_end"
+            )
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        if self.automatic_optimization:
+            return loss
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -25,9 +25,10 @@ class _DropLightningTips(logging.Filter):
 
 
 def silence_unactionable_notices() -> None:
-    """Install the filters (idempotent): Lightning's product tips, torch's ``LeafSpec`` deprecation, and
+    """Install the filters (idempotent): Lightning's product tips, torch's ``LeafSpec`` deprecation,
     Lightning's note that a module overriding ``transfer_batch_to_device`` is used with a datamodule
-    (genvae's models override it on purpose).
+    (genvae's models override it on purpose), and ModelCheckpoint's note that under manual optimization a
+    step checkpoint holds the weights after the step (as under automatic optimization).
 
     The deprecation is raised by Lightning's own ``lightning/pytorch/utilities/_pytree.py`` building a
     ``torch.utils._pytree.LeafSpec`` under torch >= 2.10; only a Lightning release can change it.
@@ -37,6 +38,11 @@ def silence_unactionable_notices() -> None:
         logger.addFilter(_DropLightningTips())
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    # ModelCheckpoint(every_n_train_steps=...) under manual optimization (genvae's models step their optimizer
+    # themselves) warns that it saves the weights after the step: what the automatic loop saves too
+    warnings.filterwarnings(
+        "ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps"
     )
     # genvae's models return batches already on the device as they are (BaseModel.transfer_batch_to_device)
     warnings.filterwarnings(
