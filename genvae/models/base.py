@@ -197,7 +197,8 @@ class StagedModule(L.LightningModule):
         two more hook sweeps over every callback, progress counters), a cost of the order of the whole
         step of a small model on a GPU (``benchmarks/bench_training.py`` measures it: docs/speed.md). The
         automatic loop is used where the trainer asks for what only it implements
-        (:func:`~genvae.utils.lightning.needs_automatic_optimization`: gradient clipping or accumulation).
+        (:func:`~genvae.utils.lightning.needs_automatic_optimization`: gradient clipping or accumulation,
+        time-interval checkpoints).
         """
         trainer = self._trainer
         return trainer is not None and needs_automatic_optimization(trainer)

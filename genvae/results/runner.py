@@ -11,9 +11,8 @@ resumes from its ``last.ckpt`` (exactly: genvae checkpoints hold the loader posi
 generators); a finished fit whose test did not run is only tested. A finished fit of the same preset with
 fewer epochs than the preset now asks for is continued to the new count rather than started over: genvae's
 models train at a constant learning rate, so with exact resume the continued fit equals a fit of that many
-epochs from the start. A checkpoint another run needs (the
-classifier of the feature metrics, the VQ-VAE under the prior) is retrained when its work folder is gone
-(e.g. on a fresh clone).
+epochs from the start. A checkpoint another run needs (the classifier of the feature metrics, the VQ-VAE
+under the prior) is retrained when its work folder is gone (e.g. on a fresh clone).
 """
 
 from __future__ import annotations
