@@ -1,7 +1,7 @@
 """Time ``genvae fit`` as users run it against a plain PyTorch loop on the same model and tensors.
 
     python benchmarks/bench_training.py --data ../shared/data/mnist [--workloads vae arvae vqvae mlp_vae] \\
-        [--steps 100 600] [--repeats 3] [--device cpu|cuda] [--json out.json]
+        [--steps SHORT LONG] [--repeats 3] [--device cpu|cuda] [--json out.json]
 
 Each workload is a shipped YAML (with a few overrides for the MLP one), run two ways in fresh processes:
 
@@ -18,12 +18,16 @@ Each workload is a shipped YAML (with a few overrides for the MLP one), run two 
   float, ``model.losses(batch)["loss"]``, ``backward``, and the optimizer of ``model.configure_optimizers()``.
   No logging, no hooks: the floor.
 
-Measure: the marginal time per optimizer step. Every way runs for ``--steps`` SHORT and LONG steps in
-separate processes; ``(T_long - T_short) / (LONG - SHORT)`` cancels start-up (imports, data loading, the
-validation sanity check, the final checkpoint). The repeats interleave the runs (workload by workload,
-both ways, both lengths), so background load hits them alike; the table reports the median of the
-repeats' marginal times and the ratio plain / genvae of those medians (1.0 = genvae costs what the model
-costs). The JSON under results/bench keeps every run's wall time.
+Measure: the marginal time per optimizer step. Every way runs for SHORT and LONG steps in separate
+processes; ``(T_long - T_short) / (LONG - SHORT)`` cancels start-up (imports, data loading, the validation
+sanity check, the final checkpoint). Both lengths stay inside the first training epoch (100 and 600 steps
+for batch 64, 844 steps an epoch; 20 and 400 for the MLP's batch 128, 421 an epoch), so the difference holds
+training steps only: a run that crossed an epoch end would add genvae's validation epoch and its epoch-end
+callbacks, which the plain loop and the bare Trainer do not run, to genvae's per-step time. ``--steps``
+sets both lengths for every workload; a LONG at or past an epoch end is refused. The repeats interleave
+the runs (workload by workload, both ways, both lengths), so background load hits them alike; the table
+reports the median of the repeats' marginal times and the ratio plain / genvae of those medians (1.0 =
+genvae costs what the model costs). The JSON under results/bench keeps every run's wall time.
 
 Workloads: ``vae`` (``experiments/vae.yaml``: conv VAE, batch 64), ``arvae`` (``experiments/arvae.yaml``:
 AR-VAE, batch 64, with the Morpho-MNIST attributes), ``vqvae`` (``experiments/vqvae.yaml``: batch 64),
@@ -55,6 +59,7 @@ class Workload:
     config: str
     overrides: tuple[str, ...] = field(default_factory=tuple)
     target: float = 0.95
+    steps: tuple[int, int] = (100, 600)  # SHORT, LONG: both inside the first epoch
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -70,6 +75,7 @@ WORKLOADS: dict[str, Workload] = {
             "--data.init_args.batch_size=128",
         ),
         target=0.90,
+        steps=(20, 400),
     ),
 }
 WAYS = ("genvae", "lightning", "plain")
@@ -173,13 +179,27 @@ def bare_trainer(steps: int, cli_args: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- the parent
-def prepare(workloads: list[str], args: argparse.Namespace) -> None:
-    """Build every workload's config once and prepare its data (the attribute cache), outside the timing."""
+def prepare(workloads: list[str], args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """Build every workload's config once and prepare its data (the attribute cache), outside the timing;
+    the SHORT and LONG steps of each, checked to end inside the first training epoch."""
     from genvae.cli import build_cli
 
+    steps = {}
     for name in workloads:
-        cli = build_cli(config_args(WORKLOADS[name], str(args.data), args.device), run=False)
-        cli.datamodule.prepare_data()
+        workload = WORKLOADS[name]
+        cli = build_cli(config_args(workload, str(args.data), args.device), run=False)
+        datamodule = cli.datamodule
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        per_epoch = len(datamodule.train_dataloader())
+        short, long = args.steps or workload.steps
+        if long >= per_epoch:
+            raise SystemExit(
+                f"bench_training: --steps {short} {long}: {name} has {per_epoch} steps an epoch; LONG must end "
+                "inside the first epoch, or genvae's validation epoch would count as step time"
+            )
+        steps[name] = (short, long)
+    return steps
 
 
 def timed_run(cmd: list[str], log: Path) -> float:
@@ -199,7 +219,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--data", help="folder with the MNIST IDX files")
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--steps", nargs=2, type=int, default=[100, 600], metavar=("SHORT", "LONG"))
+    parser.add_argument(
+        "--steps", nargs=2, type=int, default=None, metavar=("SHORT", "LONG"), help="default: per workload"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--json", type=Path, default=None, help="output file (default: results/bench/...)")
@@ -212,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.plain_loop is None and args.bare_trainer is None:
         if args.data is None:
             parser.error("--data is required")
-        short, long = args.steps
+        short, long = args.steps or (1, 2)
         if not 1 <= short < long or args.repeats < 1:
             parser.error("--steps needs 1 <= SHORT < LONG, and --repeats >= 1")
         if args.device is None:
@@ -235,25 +257,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from genvae.utils.machine import benchmark_stamp, write_benchmark_record
 
     load_before = os.getloadavg()
-    prepare(args.workloads, args)
-    short, long = args.steps
+    steps = prepare(args.workloads, args)
     seconds = {w: {way: {"short": [], "long": []} for way in WAYS} for w in args.workloads}
     print(
         f"torch {torch.__version__}, lightning {L.__version__}, device {args.device}, "
-        f"{torch.get_num_threads()} threads; steps {short} and {long}, {args.repeats} repeats"
+        f"{torch.get_num_threads()} threads; {args.repeats} repeats"
     )
     with tempfile.TemporaryDirectory(prefix="genvae-bench-") as tmp:
         for repeat in range(args.repeats):
             for name in args.workloads:
                 ways = WAYS if repeat % 2 == 0 else WAYS[::-1]
                 for way in ways:
-                    for length, steps in (("short", short), ("long", long)):
+                    for length, n in zip(("short", "long"), steps[name], strict=True):
                         run_dir = Path(tmp) / f"{name}-{way}-{length}-{repeat}"
-                        cmd = command(way, WORKLOADS[name], args, steps, run_dir)
+                        cmd = command(way, WORKLOADS[name], args, n, run_dir)
                         run_dir.mkdir(parents=True)
                         wall = timed_run(cmd, run_dir / "console.log")
                         seconds[name][way][length].append(wall)
-                        print(f"  repeat {repeat + 1} {name:<8} {way:<6} {steps:>5} steps: {wall:6.1f} s")
+                        print(f"  repeat {repeat + 1} {name:<8} {way:<6} {n:>5} steps: {wall:6.1f} s")
 
     workloads: dict[str, Any] = {}
     print(
@@ -262,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     for name in args.workloads:
         workload = WORKLOADS[name]
+        short, long = steps[name]
         marginal = {
             way: [
                 1000 * (t_long - t_short) / (long - short)
@@ -278,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "label": workload.label,
             "config": workload.config,
             "overrides": list(workload.overrides),
+            "steps": [short, long],
             "ms_per_step": median,
             "all_ms_per_step": marginal,
             "seconds": seconds[name],
@@ -298,7 +321,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lightning": L.__version__,
         "device": args.device,
         "threads": torch.get_num_threads(),
-        "steps": [short, long],
         "repeats": args.repeats,
         "statistic": "median of the repeats' marginal ms/step",
         "workloads": workloads,

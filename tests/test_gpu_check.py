@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO
+from .conftest import REPO, write_fake_mnist
 
 
 def load_gpu_check():
@@ -20,15 +20,16 @@ def load_gpu_check():
 
 
 def test_gpu_check_runs_its_gpu_path_on_cpu_in_quick_mode(
-    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     gpu_check = load_gpu_check()
     out = tmp_path / "gpu_check.json"
-    args = ["--data", str(tiny_mnist), "--device", "cpu", "--quick", "--families", "VAE", "--json", str(out)]
+    data = write_fake_mnist(tmp_path / "mnist", n_train=500)  # the MLP benchmark's 2 steps in one epoch
+    args = ["--data", str(data), "--device", "cpu", "--quick", "--families", "VAE", "--json", str(out)]
     assert gpu_check.main([*args, "--precisions", "bf16-mixed"]) == 0
     table = capsys.readouterr().out
-    checks = ("attributes of 300 digits", "max |cpu - cpu|, 300 digits", "epoch VAE bf16-mixed")
-    for check in (*checks, "causal Morpho-MNIST of 300 digits", "|cpu - cpu| grey levels, 300 digits"):
+    checks = ("attributes of 512 digits", "max |cpu - cpu|, 512 digits", "epoch VAE bf16-mixed")
+    for check in (*checks, "causal Morpho-MNIST of 512 digits", "|cpu - cpu| grey levels, 512 digits"):
         assert check in table
     assert "bench_training plain/genvae, MLP VAE (512, 256), batch 128" in table and "failed" not in table
     results = json.loads(out.read_text())

@@ -321,6 +321,45 @@ def test_non_finite_gradient_stops_before_the_optimizer_step(
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
 
 
+@pytest.mark.parametrize(
+    ("model", "argument", "what"),
+    [
+        ("NaNLossVAE", "nan_at_step", "the loss is nan"),
+        ("InfGradientVAE", "bad_step", "the gradient is non-finite (loss finite)"),
+    ],
+)
+def test_guard_dates_a_bad_step_between_two_reads_of_its_flag(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture, model: str, argument: str, what: str
+) -> None:
+    """5 steps per epoch, the flag read on logging steps (every 5) and at epoch ends: the reads after
+    global steps 5 and 10 bracket the bad step 8, which the counter on the device still names exactly."""
+    with pytest.raises(SystemExit) as info:
+        fit(
+            [
+                "--config",
+                SMOKE,
+                "--model.class_path",
+                f"tests.test_scale.{model}",
+                f"--model.init_args.{argument}",
+                "8",
+                "--data.init_args.root",
+                str(tiny_mnist),
+                "--trainer.max_epochs",
+                "3",
+                "--trainer.logger",
+                "false",
+                *checkpoint_args(tmp_path / "ckpt"),
+            ],
+            tmp_path,
+        )
+    assert info.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{what} at epoch 1, global step 8;" in message
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 5  # the end of epoch 0, the last checkpoint before the bad step
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
 # ------------------------------------------------------------------ precision and DDP
 def test_bf16_mixed_on_cpu_autocasts_and_keeps_float32_weights(tiny_mnist: Path, tmp_path: Path) -> None:
     fit(

@@ -19,6 +19,8 @@ from genvae.callbacks.speed import batch_to_channels_last, compile_networks, to_
 from genvae.data import MNISTDataModule
 from genvae.models import VAE
 
+from .conftest import write_fake_mnist
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -135,13 +137,15 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
 ) -> None:
     bench = load_bench_training()
     out = tmp_path / "bench.json"
-    argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1"]
+    data = write_fake_mnist(tmp_path / "mnist", n_train=500)  # 3 steps an epoch at batch 128
+    argv = ["--data", str(data), "--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1"]
     result = bench.main([*argv, "--device", "cpu", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "MLP VAE (512, 256), batch 128" in printed and "plain/genvae" in printed
     saved = json.loads(out.read_text())
-    assert saved["kind"] == "marginal_step_time" and saved["steps"] == [1, 2]
+    assert saved["kind"] == "marginal_step_time"
     workload = saved["workloads"]["mlp_vae"]
+    assert workload["steps"] == [1, 2]
     assert workload == result["workloads"]["mlp_vae"]
     for way in ("genvae", "lightning", "plain"):
         assert [len(workload["seconds"][way][n]) for n in ("short", "long")] == [1, 1]
@@ -150,6 +154,14 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
     assert workload["ratio_plain_over_genvae"] == pytest.approx(ms["plain"] / ms["genvae"])
     assert workload["ratio_plain_over_lightning"] == pytest.approx(ms["plain"] / ms["lightning"])
     assert workload["target"] == 0.90 and workload["overrides"][-1] == "--data.init_args.batch_size=128"
+
+
+def test_benchmark_refuses_step_counts_that_cross_an_epoch_end(tiny_mnist: Path) -> None:
+    """A run past the first epoch would time genvae's validation epoch as if it were training steps."""
+    bench = load_bench_training()
+    argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "2", "--no-json"]
+    with pytest.raises(SystemExit, match="mlp_vae has 1 steps an epoch; LONG must end inside the first"):
+        bench.main([*argv, "--device", "cpu"])
 
 
 def test_plain_loop_trains_the_configs_model_on_the_datamodules_tensors(tiny_mnist: Path) -> None:

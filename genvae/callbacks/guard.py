@@ -1,8 +1,10 @@
 """Stop a run at the first non-finite loss or gradient, without letting it reach the weights.
 
-The check runs just before each optimizer step, on the device and without synchronising with it: a sticky
-flag ``found_inf`` becomes 1 at the first step whose loss or gradients hold a NaN/inf, and the step and
-loss of that first time are recorded beside it, also on the device. The update is skipped on the device,
+The check runs just before each optimizer step, on the device and without synchronising with it, in two
+device ops: ``torch.amp.GradScaler``'s fused finite check over the gradients and the loss sets a sticky flag
+``found_inf`` to 1 at the first step with a NaN/inf, and a counter adds the flag, so that it holds the
+number of steps since that first one (which dates it). The loss tensors are kept by reference until the
+flag is next read, so the message can quote the loss of the first bad step. The update is skipped on the device,
 the way ``torch.amp.GradScaler`` skips it: optimizers that accept a ``found_inf`` tensor (torch's fused
 Adam / AdamW, which every genvae model configures) leave weights, moments and step count untouched while it
 is 1. From that step on no update is applied, so the weights keep the last finite state.
@@ -21,6 +23,7 @@ only the loss is checked there.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -53,19 +56,18 @@ class FiniteLossGuard(L.Callback):
     def __init__(self) -> None:
         self._loss: Tensor | None = None
         self._found_inf: Tensor | None = None  # float 0/1, sticky: the optimizers' skip flag
-        self._first_step: Tensor | None = None  # global step of the first non-finite step (-1: none)
-        self._first_loss: Tensor | None = None  # the loss at that step
-        self._loss_was_bad: Tensor | None = None  # whether the loss (not only a gradient) was non-finite
+        self._bad_steps: Tensor | None = None  # checked steps from the first non-finite one on (float)
         self._one: Tensor | None = None
+        self._last_step = -1  # global step of the latest check
+        self._losses: list[Tensor | None] = []  # the loss of every check since the flag was last read
 
     # ----------------------------------------------------------- per step: device only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         device = pl_module.device
         self._found_inf = torch.zeros((), device=device)
-        self._first_step = torch.full((), -1, dtype=torch.long, device=device)
-        self._first_loss = torch.zeros((), device=device)
-        self._loss_was_bad = torch.zeros((), dtype=torch.bool, device=device)
-        self._one = torch.ones((), device=device)  # the "inverse scale" of the gradient check: no change
+        self._bad_steps = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)  # the "inverse scale" of the check: values unchanged
+        self._losses = []
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         self._loss = loss.detach()
@@ -73,30 +75,28 @@ class FiniteLossGuard(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        """Two device ops per step: GradScaler's fused finite check over the gradients and the loss (one
+        call per dtype) sets the sticky ``found_inf``, and ``bad_steps += found_inf`` counts the steps since
+        the first bad one, which dates it when the flag is read (the losses are kept as tensor references
+        until then, so the message can quote the loss of that step)."""
         if self._found_inf is None:
             self.on_train_start(trainer, pl_module)
         optimizer = _raw_optimizer(optimizer)
         loss, self._loss = self._loss, None
         scaler = getattr(trainer.precision_plugin, "scaler", None)
-        before = self._found_inf.clone()
-        if scaler is None:
-            # one fused pass per dtype sets found_inf to 1 at any NaN/inf gradient (GradScaler's op)
-            grads: dict[torch.dtype, list[Tensor]] = {}
+        checked: dict[torch.dtype, list[Tensor]] = {}
+        if scaler is None:  # under 16-mixed the scaler checks (and unscales) the gradients itself
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        grads.setdefault(p.grad.dtype, []).append(p.grad)
-            for same_dtype in grads.values():
-                torch._amp_foreach_non_finite_check_and_unscale_(same_dtype, self._found_inf, self._one)
-        loss_bad = None
+                        checked.setdefault(p.grad.dtype, []).append(p.grad)
         if loss is not None:
-            loss_bad = ~torch.isfinite(loss).all()
-            self._found_inf = torch.maximum(self._found_inf, loss_bad.float())
-        newly = self._found_inf > before
-        self._first_step = torch.where(newly, trainer.global_step, self._first_step)
-        if loss is not None:
-            self._first_loss = torch.where(newly, loss.float().reshape(()), self._first_loss)
-            self._loss_was_bad = torch.where(newly, loss_bad, self._loss_was_bad)
+            checked.setdefault(loss.dtype, []).append(loss)
+        for same_dtype in checked.values():  # values are multiplied by exactly 1: unchanged
+            torch._amp_foreach_non_finite_check_and_unscale_(same_dtype, self._found_inf, self._one)
+        self._bad_steps.add_(self._found_inf)
+        self._last_step = trainer.global_step
+        self._losses.append(loss)
         if scaler is not None:
             return  # the scaler skips a non-finite step itself (a NaN/inf loss gives NaN/inf gradients)
         if skips_on_found_inf(optimizer):
@@ -127,26 +127,37 @@ class FiniteLossGuard(L.Callback):
     def _raise_if_failed(self, trainer: L.Trainer) -> None:
         if self._found_inf is None:
             return
-        flags = torch.stack(
-            [self._found_inf, self._first_step.float(), self._first_loss, self._loss_was_bad.float()]
-        ).tolist()  # the one host-device synchronisation of the check
-        failed = flags[0] > 0
+        found, bad_steps = torch.stack([self._found_inf, self._bad_steps]).tolist()  # the one sync
+        failed = found > 0
         if trainer.world_size > 1:
             failed = trainer.strategy.reduce_boolean_decision(failed, all=False)
-        if failed:
-            raise NonFiniteLossError(self._message(trainer, flags))
+        if not failed:
+            self._losses.clear()
+            return
+        first_loss = None
+        if found > 0:  # the flag was 0 at the previous read, so the first bad step is among the kept ones
+            first = len(self._losses) - int(bad_steps)
+            loss = self._losses[first] if 0 <= first < len(self._losses) else None
+            first_loss = None if loss is None else float(loss.float().reshape(-1)[0])
+        raise NonFiniteLossError(
+            self._message(trainer, found > 0, self._last_step - int(bad_steps) + 1, first_loss)
+        )
 
     @staticmethod
-    def _message(trainer: L.Trainer, flags: list[float]) -> str:
-        found, step, loss, loss_bad = flags
+    def _message(trainer: L.Trainer, found: bool, step: int, loss: float | None) -> str:
         if not found:
             what, where = (
                 "loss or gradient is non-finite on another rank",
                 f"global step {trainer.global_step}",
             )
         else:
-            what = f"loss is {loss:g}" if loss_bad else "gradient is non-finite (loss finite)"
-            where = f"global step {int(step)}"
+            if loss is not None and not math.isfinite(loss):
+                what = f"loss is {loss:g}"
+            elif loss is not None:
+                what = "gradient is non-finite (loss finite)"
+            else:
+                what = "loss or gradient is non-finite"
+            where = f"global step {step}"
         where = f"epoch {trainer.current_epoch}, {where}"
         checkpoint = trainer.checkpoint_callback
         last = checkpoint and (getattr(checkpoint, "last_model_path", "") or checkpoint.best_model_path)

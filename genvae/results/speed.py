@@ -194,7 +194,8 @@ def training_table(bench: Path) -> str:
             [
                 w["label"],
                 *_stamp_cells(record),
-                f"{record['steps'][0]} / {record['steps'][1]}, {record['repeats']}×",
+                f"{(w.get('steps') or record['steps'])[0]} / {(w.get('steps') or record['steps'])[1]}, "
+                f"{record['repeats']}×",
                 f"{ms['genvae']:.2f}",
                 _number(ms.get("lightning"), 2),
                 f"{ms['plain']:.2f}",
