@@ -41,8 +41,9 @@ NEEDS_CHECKPOINT: dict[str, tuple[str, str]] = {
 }
 
 
-def checkpoint_of(stem: str, data_root: Path, tmp_path: Path) -> Path:
-    """Train experiments/<stem>.yaml for one step on CPU and return its last.ckpt."""
+def checkpoint_of(stem: str, data_root: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Train experiments/<stem>.yaml for one step on CPU (with the ``extra`` arguments) and return its
+    last.ckpt."""
     dirpath = tmp_path / f"{stem}-ckpt"
     run_cli(
         [
@@ -63,6 +64,7 @@ def checkpoint_of(stem: str, data_root: Path, tmp_path: Path) -> Path:
             "--trainer.callbacks.save_last",
             "true",
             *data_args(data_root),
+            *extra,
         ],
         tmp_path / f"{stem}-run",
     )

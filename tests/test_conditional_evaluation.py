@@ -175,6 +175,35 @@ def test_the_callback_logs_the_classifier_accuracy_of_the_requested_digits(
     assert (tmp_path / "figures" / "test" / "conditional" / "samples").is_dir()
 
 
+class GuidedDigitSampler(DigitSampler):
+    """A DigitSampler with a classifier-free guidance scale (as ``VQPrior.guidance``): records the scale each
+    ``sample`` call saw."""
+
+    guidance = 2.0
+
+    def sample(self, n: int, condition: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.seen = [*getattr(self, "seen", []), self.guidance]
+        return super().sample(n, condition)
+
+
+def test_a_guided_model_is_scored_without_and_with_its_guidance(
+    workdir: Path, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    data = MNISTDataModule(root=str(tiny_mnist), batch_size=32, eval_batch_size=32)
+    data.prepare_data()
+    data.setup("test")
+    test = data.splits["test"]
+    model = GuidedDigitSampler(test["image"], test["label"])
+    callback = ConditionalGeneration(str(workdir / CLASSIFIER), samples_per_class=4, k=2, grid_columns=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False)
+    trainer.test(model, datamodule=data)
+    logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    assert model.seen == [1.0, 2.0] and model.guidance == 2.0  # unguided pass, guided pass, restored
+    assert logged["test/conditional/guided/guidance"] == 2.0
+    for key in ("accuracy", "fid", "precision", "recall", "fmd"):
+        assert f"test/conditional/{key}" in logged and f"test/conditional/guided/{key}" in logged
+
+
 def test_the_callback_skips_an_unconditional_model_unless_required(workdir: Path) -> None:
     model = nn.Linear(1, 1)
     callback = ConditionalGeneration(str(workdir / CLASSIFIER))

@@ -234,6 +234,40 @@ def test_a_label_conditional_arvae_is_sampled_from_its_class_latents_and_label_e
     assert all(0 <= written[key] <= 1 for key in expected if key.endswith("accuracy"))
 
 
+def test_a_guided_class_conditional_prior_is_scored_without_and_with_guidance(
+    workdir: Path, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results runner's way: the class-conditional prior tested with the prior overlay, guided by the
+    unconditional prior over the same VQ-VAE; both passes of ConditionalGeneration land in the JSON."""
+    vqvae = checkpoint_of("vqvae", tiny_mnist, tmp_path / "vqvae")
+    first_stage = ("--model.init_args.vqvae_checkpoint", str(vqvae))
+    unconditional = checkpoint_of("vqvae_prior", tiny_mnist, tmp_path / "prior", first_stage)
+    guided = (*first_stage, "--model.init_args.unconditional_prior", str(unconditional))
+    guided += ("--model.init_args.guidance", "1.5")
+    ckpt = checkpoint_of("vqvae_prior_conditional", tiny_mnist, tmp_path / "conditional", guided)
+    monkeypatch.chdir(workdir)
+    run_cli(
+        [
+            "test",
+            "--config",
+            str(EXPERIMENTS / "vqvae_prior_conditional.yaml"),
+            "--config",
+            str(EXPERIMENTS / "eval" / "vqvae_prior.yaml"),
+            "--ckpt_path",
+            str(ckpt),
+            *guided,
+            *cpu_quiet(),
+            *data_args(tiny_mnist),
+        ],
+        tmp_path,
+    )
+    written = json.loads(ckpt.with_name(f"{ckpt.stem}.metrics.json").read_text())
+    for prefix in ("test/conditional", "test/conditional/guided"):
+        for key in ("accuracy", "fid", "precision", "recall", "fmd"):
+            assert f"{prefix}/{key}" in written, f"{prefix}/{key} not in {sorted(written)}"
+    assert written["test/conditional/guided/guidance"] == 1.5
+
+
 def test_a_missing_classifier_checkpoint_is_one_clear_line(
     betavae_checkpoint: Path,
     tiny_mnist: Path,

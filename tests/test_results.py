@@ -184,6 +184,13 @@ def test_soundness_and_conditional_tables_take_new_conditional_experiments(tmp_p
     ]
     assert rows[3] == ["cvae_wide", "class latents", "99.0%", "95.0%", "—", "2.0", "—", "—", "—"]
     assert len(rows) == 4  # no attributes_requested keys: no third row
+    guided = {"test/conditional/guided/accuracy": 0.995, "test/conditional/guided/guidance": 1.5}
+    write_run(tmp_path, "prior_wide", 0, {"test/conditional/accuracy": 0.94, **guided})
+    rows = _rows(conditional_table(aggregate(tmp_path)))
+    assert [row[:3] for row in rows[-2:]] == [
+        ["prior_wide", "own prior", "94.0%"],
+        ["prior_wide", "own prior, guided (s = 1.5)", "99.5%"],
+    ]
 
 
 def test_replace_marked_sections_keeps_everything_else() -> None:

@@ -375,6 +375,87 @@ def test_class_conditional_prior(vqvae_checkpoint: Path) -> None:
         VQPrior(**options, condition=["thickness"])
 
 
+def save_prior(prior: VQPrior, path: Path) -> Path:
+    """A checkpoint of ``prior`` as ``load_from_checkpoint`` reads it."""
+    state = {
+        "state_dict": prior.state_dict(),
+        "hyper_parameters": dict(prior.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    torch.save(state, path)
+    return path
+
+
+def test_classifier_free_guidance_of_the_conditional_prior(vqvae_checkpoint: Path, tmp_path: Path) -> None:
+    """Guided sampling draws each code from log p_u + s (log p(c | y) - log p_u), renormalised (Ho & Salimans
+    2022, eq. 6), with the unconditional prior's own cached passes: the same codes as full passes of both
+    priors under the same random numbers; s = 1 is the conditional prior alone; the unconditional prior
+    stays out of the conditional one's state dict."""
+    torch.manual_seed(0)
+    options = {"vqvae_checkpoint": str(vqvae_checkpoint), "d_model": 32, "num_layers": 2, "num_heads": 2}
+    unconditional = VQPrior(**options).eval()
+    plain_conditional = VQPrior(**options, condition=["label"]).eval()
+    with torch.no_grad():  # untrained weights are small: scale them up so the check has teeth
+        for parameter in [
+            *unconditional.transformer.parameters(),
+            *plain_conditional.transformer.parameters(),
+        ]:
+            parameter.mul_(3.0)
+    path = save_prior(unconditional, tmp_path / "unconditional.ckpt")
+    prior = VQPrior(**options, condition=["label"], guidance=2.0, unconditional_prior=str(path)).eval()
+    prior.load_state_dict(plain_conditional.state_dict())  # strict: no unconditional keys expected
+    assert set(prior.state_dict()) == set(plain_conditional.state_dict())
+    labels = {"label": torch.tensor([0, 3, 7, 9, 3])}
+
+    def recomputed(scale: float) -> torch.Tensor:  # full passes of both priors, no cache
+        drawn = torch.zeros(5, prior.sequence_length, dtype=torch.long)
+        with torch.no_grad():
+            for i in range(prior.sequence_length):
+                conditional = prior.logits(drawn[:, : i + 1], labels)[:, i].log_softmax(-1)
+                marginal = unconditional.logits(drawn[:, : i + 1])[:, i].log_softmax(-1)
+                logits = marginal + scale * (conditional - marginal)
+                drawn[:, i] = torch.multinomial((logits / prior.temperature).softmax(-1), 1).squeeze(1)
+        return drawn.view(5, *prior.grid_shape)
+
+    torch.manual_seed(1)
+    expected = recomputed(2.0)
+    torch.manual_seed(1)
+    assert torch.equal(prior.sample_codes(5, condition=labels), expected)
+    torch.manual_seed(1)
+    assert not torch.equal(recomputed(1.0), expected)  # the guidance changes the draws
+    prior.guidance = 1.0
+    torch.manual_seed(2)
+    alone = plain_conditional.sample_codes(5, condition=labels)
+    torch.manual_seed(2)
+    assert torch.equal(prior.sample_codes(5, condition=labels), alone)
+    assert prior.sample(5, condition=labels).shape == (5, 1, 28, 28)
+
+
+def test_guidance_errors_are_one_clear_config_error(vqvae_checkpoint: Path, tmp_path: Path) -> None:
+    options = {"vqvae_checkpoint": str(vqvae_checkpoint), "d_model": 16, "num_layers": 1, "num_heads": 2}
+    unconditional = save_prior(VQPrior(**options), tmp_path / "unconditional.ckpt")
+    conditional = save_prior(VQPrior(**options, condition=["label"]), tmp_path / "conditional.ckpt")
+    other = VQPrior(**options)
+    with torch.no_grad():
+        other.vqvae.quantizer.codebook.add_(1.0)
+    other_vqvae = save_prior(other, tmp_path / "other_vqvae.ckpt")
+    label = {"condition": ["label"]}
+    with pytest.raises(ConfigError, match="guidance 1.5 needs model.init_args.unconditional_prior"):
+        VQPrior(**options, **label, guidance=1.5)
+    with pytest.raises(ConfigError, match="guidance must be > 0"):
+        VQPrior(**options, **label, guidance=0.0, unconditional_prior=str(unconditional))
+    with pytest.raises(ConfigError, match="guidance needs a class-conditional prior"):
+        VQPrior(**options, guidance=1.5, unconditional_prior=str(unconditional))
+    with pytest.raises(ConfigError, match="conditional.ckpt: a conditional prior"):
+        VQPrior(**options, **label, guidance=1.5, unconditional_prior=str(conditional))
+    with pytest.raises(ConfigError, match="other_vqvae.ckpt: its VQ-VAE differs"):
+        VQPrior(**options, **label, guidance=1.5, unconditional_prior=str(other_vqvae))
+    with pytest.raises(
+        ConfigError, match=r"missing.ckpt: checkpoint file not found \(given as model.init_args.unc"
+    ):
+        VQPrior(**options, **label, guidance=1.5, unconditional_prior=str(tmp_path / "missing.ckpt"))
+
+
 @pytest.mark.parametrize("other_eval_module", [False, True])
 def test_prior_fit_warns_about_eval_modules_only_beyond_the_frozen_vqvae(
     vqvae_checkpoint: Path, tiny_mnist: Path, tmp_path: Path, other_eval_module: bool

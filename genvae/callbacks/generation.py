@@ -12,7 +12,10 @@ as ``test/conditional/samples``. A model with a flat latent is sampled a second 
 each class's aggregate posterior (:mod:`genvae.latent.class_latents`, fitted on the training split): the
 same keys under ``test/conditional/class_latents/``; an AR-VAE a third time, from the class latents with
 the thickness, slant, width and height of a real test digit of the class requested through its calibrated
-dims (closed loop): under ``test/conditional/attributes_requested/``. In YAML::
+dims (closed loop): under ``test/conditional/attributes_requested/``. A VQ-VAE prior set to sample with
+classifier-free guidance (``guidance`` != 1) is scored without it (``test/conditional/``, the conditional
+prior itself) and with it (``test/conditional/guided/``, its scale as ``test/conditional/guided/guidance``),
+so the tables show what guidance buys and costs. In YAML::
 
     trainer:
       callbacks:
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -120,6 +125,10 @@ class ConditionalGeneration(L.Callback):
         classifier = self.classifier.to(device)
         cuda = [device] if device.type == "cuda" else []
         passes = [(PREFIX, None, None)]
+        guidance = float(getattr(pl_module, "guidance", 1.0))
+        if guidance != 1.0:
+            passes.append((f"{PREFIX}/guided", None, None))
+            pl_module.log(f"{PREFIX}/guided/guidance", guidance, sync_dist=False)
         if self.class_latents:
             class_latents = class_latents_of(trainer, pl_module)
             if class_latents is not None:
@@ -131,7 +140,8 @@ class ConditionalGeneration(L.Callback):
                     )
                     passes.append((f"{PREFIX}/attributes_requested", class_latents, control))
         for prefix, class_latents, control in passes:
-            with torch.random.fork_rng(devices=cuda):
+            scale = guidance if prefix.endswith("/guided") else 1.0
+            with torch.random.fork_rng(devices=cuda), _guidance(pl_module, scale):
                 torch.manual_seed(self.seed)
                 images, condition, results = conditional_generation_evaluation(
                     pl_module,
@@ -179,6 +189,8 @@ class ConditionalGeneration(L.Callback):
             shown = "" if accuracy is None else f"\n{accuracy:.0%}"
             axes[c, 0].set_ylabel(f"label {c}{shown}", rotation=0, ha="right", va="center", fontsize=8)
         drawn = "the prior" if prefix == PREFIX else "class latents"
+        if prefix.endswith("/guided"):
+            drawn = f"the prior, guidance {pl_module.guidance:g}"
         if prefix.endswith("attributes_requested"):
             drawn += ", attributes of a test digit requested"
         figure.suptitle(
@@ -186,3 +198,17 @@ class ConditionalGeneration(L.Callback):
             "(row: label, share classified as it)"
         )
         log_image(trainer, f"{prefix}/samples", figure_to_array(figure))
+
+
+@contextmanager
+def _guidance(model: L.LightningModule, scale: float) -> Iterator[None]:
+    """Sample ``model`` at classifier-free guidance ``scale`` inside the block (a model without guidance is
+    left alone)."""
+    if not hasattr(model, "guidance"):
+        yield
+        return
+    configured, model.guidance = model.guidance, scale
+    try:
+        yield
+    finally:
+        model.guidance = configured

@@ -8,6 +8,15 @@ With ``condition: [label]`` the prior is class-conditional, p(c | y) (the class-
 van den Oord et al. 2017, "Neural Discrete Representation Learning", section 4.2): a learned class token
 (an embedding of the label, ``d_model`` wide) is added to the input of every position, start token included,
 so every code is predicted knowing the class; the VQ-VAE itself is unchanged.
+
+A class-conditional prior can sample with classifier-free guidance (Ho & Salimans 2022, "Classifier-Free
+Diffusion Guidance", eq. 6, applied per code as autoregressive image models do): given an unconditional prior
+over the same VQ-VAE (``unconditional_prior``, a checkpoint of ``experiments/vqvae_prior.yaml``), each code is
+drawn from ``log p_u + s * (log p(c_i | c_<i, y) - log p_u)`` with ``p_u = p(c_i | c_<i)``, renormalised;
+``guidance`` s = 1 is the conditional prior itself, s > 1 sharpens the class at some cost in diversity. The
+two priors are trained separately (the paper trains one network with the label dropped at random; the
+formula is the same), so a trained conditional prior can be guided without retraining. Likelihoods
+(``loss``, ``bits_per_code``) are always those of the conditional prior.
 """
 
 from __future__ import annotations
@@ -69,6 +78,10 @@ class VQPrior(StagedModule):
         num_samples: digits in the logged sample grid.
         temperature: softmax temperature of sampling.
         condition: ``[label]`` for a class-conditional prior (a learned class token); None: unconditional.
+        guidance: classifier-free guidance scale s of sampling (1: none); needs ``unconditional_prior``.
+        unconditional_prior: checkpoint of an unconditional prior over the same VQ-VAE
+            (``experiments/vqvae_prior.yaml``), the guidance's p_u; loaded frozen, not part of this
+            prior's state dict.
     """
 
     def __init__(
@@ -84,6 +97,8 @@ class VQPrior(StagedModule):
         num_samples: int = 64,
         temperature: float = 1.0,
         condition: list[str] | None = None,
+        guidance: float = 1.0,
+        unconditional_prior: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -122,6 +137,44 @@ class VQPrior(StagedModule):
         self.head = nn.Linear(d_model, self.num_codes)
         mask = nn.Transformer.generate_square_subsequent_mask(self.sequence_length)
         self.register_buffer("causal_mask", mask, persistent=False)
+        self.guidance = float(guidance)
+        self._unconditional = self._load_unconditional(unconditional_prior)
+
+    def _load_unconditional(self, checkpoint: str | None) -> tuple[VQPrior, ...]:
+        """The guidance's unconditional prior, frozen, in a tuple (not a submodule: its weights stay out of
+        this prior's checkpoints, which load with or without it); ConfigErrors for what cannot work."""
+        key = "model.init_args.unconditional_prior"
+        if self.guidance <= 0:
+            raise ConfigError(f"model.init_args.guidance must be > 0 (given {self.guidance:g})")
+        if not checkpoint:
+            if self.guidance != 1:
+                raise ConfigError(
+                    f"model.init_args.guidance {self.guidance:g} needs {key}: a checkpoint of "
+                    "experiments/vqvae_prior.yaml over the same VQ-VAE (or guidance 1: no guidance)"
+                )
+            return ()
+        if not self.condition_names:
+            raise ConfigError(f"{key}: guidance needs a class-conditional prior (condition: [label])")
+        read_checkpoint(Path(checkpoint), expected_class=VQPrior, key=key)
+        try:
+            prior = VQPrior.load_from_checkpoint(
+                checkpoint, map_location="cpu", vqvae_checkpoint=self.hparams.vqvae_checkpoint
+            )
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError(
+                f"{checkpoint}: cannot load as genvae.models.VQPrior ({err}) (given as {key})"
+            ) from None
+        if prior.condition_names:
+            raise ConfigError(f"{checkpoint}: a conditional prior; {key} must be an unconditional one")
+        if not torch.equal(prior.vqvae.quantizer.codebook, self.vqvae.quantizer.codebook):
+            raise ConfigError(
+                f"{checkpoint}: its VQ-VAE differs from this prior's (other codebook); {key} must be trained "
+                "on the codes of the same VQ-VAE checkpoint"
+            )
+        prior.requires_grad_(False)
+        return (prior.eval(),)
 
     def train(self, mode: bool = True) -> VQPrior:
         """Switch the prior's mode; the frozen VQ-VAE stays in eval mode (no batch-norm updates)."""
@@ -223,18 +276,29 @@ class VQPrior(StagedModule):
         token = self.class_token(condition, n)
         was_training = self.training
         self.eval()
-        weight = self.token_embedding.weight
-        cache = []
-        for layer in self.transformer.layers:  # keys and values [n, heads, L, d_head] of each layer
-            shape = (n, layer.self_attn.num_heads, self.sequence_length, layer.self_attn.head_dim)
-            cache.append((weight.new_empty(shape), weight.new_empty(shape)))
+        guided = self.guidance != 1 and token is not None
+        unconditional = self._unconditional[0].to(self.device) if guided else None
+        cache, unconditional_cache = self._empty_cache(n), unconditional._empty_cache(n) if guided else None
         codes = torch.zeros(n, self.sequence_length, dtype=torch.long, device=self.device)
         inputs = torch.full((n,), self.num_codes, dtype=torch.long, device=self.device)  # the start token
         for i in range(self.sequence_length):
-            logits = self._next_logits(inputs, i, cache, token) / temperature
-            codes[:, i] = inputs = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+            logits = self._next_logits(inputs, i, cache, token)
+            if guided:  # log p_u + s (log p_c - log p_u), Ho & Salimans 2022 eq. 6
+                log_conditional = logits.log_softmax(-1)
+                log_unconditional = unconditional._next_logits(inputs, i, unconditional_cache).log_softmax(-1)
+                logits = torch.lerp(log_unconditional, log_conditional, self.guidance)
+            codes[:, i] = inputs = torch.multinomial((logits / temperature).softmax(-1), 1).squeeze(1)
         self.train(was_training)
         return codes.view(n, *self.grid_shape)
+
+    def _empty_cache(self, n: int) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the key and value buffers ``[n, heads, L, d_head]`` of :meth:`_next_logits`."""
+        weight = self.token_embedding.weight
+        cache = []
+        for layer in self.transformer.layers:
+            shape = (n, layer.self_attn.num_heads, self.sequence_length, layer.self_attn.head_dim)
+            cache.append((weight.new_empty(shape), weight.new_empty(shape)))
+        return cache
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float | None = None, condition: Condition | None = None) -> Tensor:

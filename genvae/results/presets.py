@@ -49,8 +49,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("arvae_causal", "causal", needs=("classifier",), iwae=True),
         Experiment("vqvae", "autoencoder", needs=("classifier",)),
         Experiment("vqvae_prior", "vqvae_prior", needs=("classifier", "vqvae")),
-        # class-conditional prior (condition: [label]) over the same seed's VQ-VAE; samples class-balanced
-        Experiment("vqvae_prior_conditional", "vqvae_prior", needs=("classifier", "vqvae")),
+        # class-conditional prior (condition: [label]) over the same seed's VQ-VAE; samples class-balanced,
+        # with and without classifier-free guidance by the same seed's unconditional prior
+        Experiment("vqvae_prior_conditional", "vqvae_prior", needs=("classifier", "vqvae", "vqvae_prior")),
     )
 }
 
@@ -93,6 +94,9 @@ class Preset:
 _VAE_FAMILY = ("ae", "vae", "betavae", "arvae", "cvae", "arvae_conditional", "vae_causal", "arvae_causal")
 _PRIORS = ("vqvae_prior", "vqvae_prior_conditional")
 _PAPER = {"data.init_args.batch_size": "128", "model.init_args.lr": "1.0e-4"}
+# classifier-free guidance scale of the class-conditional prior's samples (VQPrior.guidance); 1.5 of
+# {1, 1.5, 2}: on seed 0 (16 epochs, 2,000 samples) 94.9% / 99.0% / 99.1% were classified as requested
+_GUIDED = {"vqvae_prior_conditional": {"model.init_args.guidance": "1.5"}}
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -109,6 +113,7 @@ PRESETS: dict[str, Preset] = {
                 **dict.fromkeys(_PRIORS, 4),
                 "vqvae_prior_conditional": 16,
             },
+            overrides=_GUIDED,
             iwae_samples=50,
             # closed-loop control on 500 test digits (the physical-edit targets' count) instead of 1,000
             callback_overrides={
@@ -125,7 +130,7 @@ PRESETS: dict[str, Preset] = {
                 "vqvae": 20,
                 **dict.fromkeys(_PRIORS, 20),
             },
-            overrides=dict.fromkeys(_VAE_FAMILY, _PAPER),
+            overrides={**dict.fromkeys(_VAE_FAMILY, _PAPER), **_GUIDED},
             iwae_samples=100,
             hardware="GPU",
         ),
@@ -138,7 +143,8 @@ PRESETS: dict[str, Preset] = {
                     "trainer.limit_val_batches": "1",
                     "data.init_args.batch_size": "16",
                     "data.init_args.eval_batch_size": "64",
-                }
+                },
+                **_GUIDED,
             },
             iwae_samples=2,
             test_limit=1,

@@ -425,6 +425,7 @@ def soundness_table(summary: Summary) -> str:
 # the ways conditional samples are drawn (ConditionalGeneration): key prefix, what the table calls them
 CONDITIONAL_DRAWS = (
     ("test/conditional", "own prior"),
+    ("test/conditional/guided", "own prior, guided"),
     ("test/conditional/class_latents", "class latents"),
     ("test/conditional/attributes_requested", "class latents + 4 attributes asked"),
 )
@@ -459,10 +460,15 @@ def conditional_table(summary: Summary) -> str:
     header = ["model", "latents", "classified as requested", "worst class"]
     header += [f"{a} error / std" for a in attributes]
     header += ["FID ↓", "precision", "recall", "morphometric FMD ↓"]
+
+    def drawn(experiment: str, prefix: str, name: str) -> str:
+        scale = summary.get(experiment, f"{prefix}/guidance")
+        return f"{name} (s = {scale.mean:g})" if scale is not None else name
+
     rows = [
         [
             LABELS.get(e, e),
-            name,
+            drawn(e, prefix, name),
             fmt(summary.get(e, f"{prefix}/accuracy"), 1, 100.0, "%"),
             worst_class(e, prefix),
             *[fmt(summary.get(e, f"{prefix}/attribute_error/{a}"), 3) for a in attributes],
@@ -478,7 +484,9 @@ def conditional_table(summary: Summary) -> str:
         "family, the learned class-conditional prior for the VQ-VAE), or its class "
         "latents (each class's aggregate posterior on the training set, `genvae.latent.class_latents`), or "
         "the class latents with the thickness, slant, width and height of a real test digit of the class "
-        "requested through an AR-VAE's calibrated dims (closed loop). Conditioned attributes are requested at "
+        "requested through an AR-VAE's calibrated dims (closed loop). Guided: the conditional prior sampled "
+        "with classifier-free guidance at scale s (Ho & Salimans 2022) by the unconditional prior of the same "
+        "seed and VQ-VAE (`VQPrior.guidance`). Conditioned attributes are requested at "
         "the values of real test digits of the class; error: median |measured − requested| / test std."
     )
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"

@@ -214,6 +214,8 @@ class ResultsRunner:
         ]
         if "vqvae" in EXPERIMENTS[experiment].needs:  # the priors: the same seed's VQ-VAE
             args += ["--model.init_args.vqvae_checkpoint", str(self.paths("vqvae", seed).checkpoint)]
+        if "vqvae_prior" in EXPERIMENTS[experiment].needs:  # guidance: the same seed's unconditional prior
+            args += ["--model.init_args.unconditional_prior", str(self.paths("vqvae_prior", seed).checkpoint)]
         return args
 
     # ----------------------------------------------------------------- stages
