@@ -234,8 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.plain_loop is None and args.bare_trainer is None:
         if args.data is None:
             parser.error("--data is required")
-        short, long = args.steps or (1, 2)
-        if not 1 <= short < long or args.repeats < 1:
+        if (args.steps is not None and not 1 <= args.steps[0] < args.steps[1]) or args.repeats < 1:
             parser.error("--steps needs 1 <= SHORT < LONG, and --repeats >= 1")
         if args.device is None:
             args.device = "cuda" if torch.cuda.is_available() else "cpu"

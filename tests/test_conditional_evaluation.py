@@ -146,13 +146,18 @@ class DigitSampler(L.LightningModule):
         return torch.stack(drawn).float().div(255)
 
 
+def tiny_test_split(root: Path) -> tuple[MNISTDataModule, dict[str, torch.Tensor]]:
+    """The datamodule of the tiny MNIST, set up for test, and its test tensors."""
+    data = MNISTDataModule(root=str(root), batch_size=32, eval_batch_size=32)
+    data.prepare_data()
+    data.setup("test")
+    return data, data.splits["test"]
+
+
 def test_the_callback_logs_the_classifier_accuracy_of_the_requested_digits(
     workdir: Path, tiny_mnist: Path, tmp_path: Path
 ) -> None:
-    data = MNISTDataModule(root=str(tiny_mnist), batch_size=32, eval_batch_size=32)
-    data.prepare_data()
-    data.setup("test")
-    test = data.splits["test"]
+    data, test = tiny_test_split(tiny_mnist)
     model = DigitSampler(test["image"], test["label"])
     callback = ConditionalGeneration(str(workdir / CLASSIFIER), samples_per_class=4, k=2, grid_columns=2)
     trainer = L.Trainer(
@@ -189,10 +194,7 @@ class GuidedDigitSampler(DigitSampler):
 def test_a_guided_model_is_scored_without_and_with_its_guidance(
     workdir: Path, tiny_mnist: Path, tmp_path: Path
 ) -> None:
-    data = MNISTDataModule(root=str(tiny_mnist), batch_size=32, eval_batch_size=32)
-    data.prepare_data()
-    data.setup("test")
-    test = data.splits["test"]
+    data, test = tiny_test_split(tiny_mnist)
     model = GuidedDigitSampler(test["image"], test["label"])
     callback = ConditionalGeneration(str(workdir / CLASSIFIER), samples_per_class=4, k=2, grid_columns=0)
     trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False)

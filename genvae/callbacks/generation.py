@@ -124,23 +124,22 @@ class ConditionalGeneration(L.Callback):
         device = pl_module.device
         classifier = self.classifier.to(device)
         cuda = [device] if device.type == "cuda" else []
-        passes = [(PREFIX, None, None)]
         guidance = float(getattr(pl_module, "guidance", 1.0))
+        passes = [(PREFIX, None, None, 1.0)]  # key prefix, class latents, control, guidance scale
         if guidance != 1.0:
-            passes.append((f"{PREFIX}/guided", None, None))
+            passes.append((f"{PREFIX}/guided", None, None, guidance))
             pl_module.log(f"{PREFIX}/guided/guidance", guidance, sync_dist=False)
         if self.class_latents:
             class_latents = class_latents_of(trainer, pl_module)
             if class_latents is not None:
-                passes.append((f"{PREFIX}/class_latents", class_latents, None))
+                passes.append((f"{PREFIX}/class_latents", class_latents, None, 1.0))
                 steered = [name for name in latent_attributes(pl_module) if name in LATENT_REQUESTS]
                 if steered and test.get("attributes") is not None:
                     control = saved_or_fitted_control(
                         trainer, pl_module, steered, who="ConditionalGeneration"
                     )
-                    passes.append((f"{PREFIX}/attributes_requested", class_latents, control))
-        for prefix, class_latents, control in passes:
-            scale = guidance if prefix.endswith("/guided") else 1.0
+                    passes.append((f"{PREFIX}/attributes_requested", class_latents, control, 1.0))
+        for prefix, class_latents, control, scale in passes:
             with torch.random.fork_rng(devices=cuda), _guidance(pl_module, scale):
                 torch.manual_seed(self.seed)
                 images, condition, results = conditional_generation_evaluation(

@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -51,12 +53,22 @@ def load_vqvae(checkpoint: str | None) -> VQVAE:
         raise ConfigError(
             f"{path}: not a VQ-VAE checkpoint (no quantizer.codebook in its state_dict) (given as {key})"
         )
+    return load_frozen(VQVAE, path, key)
+
+
+def load_frozen(cls: type[L.LightningModule], path: Path, key: str, **overrides: Any) -> Any:
+    """``cls.load_from_checkpoint(path, **overrides)`` on CPU, frozen and in eval mode, for a checkpoint
+    :func:`read_checkpoint` has already vetted; a ConfigError naming ``key`` when it does not load."""
     try:
-        vqvae = VQVAE.load_from_checkpoint(path, map_location="cpu")
+        model = cls.load_from_checkpoint(path, map_location="cpu", **overrides)
+    except ConfigError:
+        raise
     except Exception as err:
-        raise ConfigError(f"{path}: cannot load as genvae.models.VQVAE ({err}) (given as {key})") from None
-    vqvae.requires_grad_(False)
-    return vqvae.eval()
+        raise ConfigError(
+            f"{path}: cannot load as genvae.models.{cls.__name__} ({err}) (given as {key})"
+        ) from None
+    model.requires_grad_(False)
+    return model.eval()
 
 
 class VQPrior(StagedModule):
@@ -155,17 +167,9 @@ class VQPrior(StagedModule):
             return ()
         if not self.condition_names:
             raise ConfigError(f"{key}: guidance needs a class-conditional prior (condition: [label])")
-        read_checkpoint(Path(checkpoint), expected_class=VQPrior, key=key)
-        try:
-            prior = VQPrior.load_from_checkpoint(
-                checkpoint, map_location="cpu", vqvae_checkpoint=self.hparams.vqvae_checkpoint
-            )
-        except ConfigError:
-            raise
-        except Exception as err:
-            raise ConfigError(
-                f"{checkpoint}: cannot load as genvae.models.VQPrior ({err}) (given as {key})"
-            ) from None
+        path = Path(checkpoint)
+        read_checkpoint(path, expected_class=VQPrior, key=key)
+        prior = load_frozen(VQPrior, path, key, vqvae_checkpoint=self.hparams.vqvae_checkpoint)
         if prior.condition_names:
             raise ConfigError(f"{checkpoint}: a conditional prior; {key} must be an unconditional one")
         if not torch.equal(prior.vqvae.quantizer.codebook, self.vqvae.quantizer.codebook):
@@ -173,8 +177,7 @@ class VQPrior(StagedModule):
                 f"{checkpoint}: its VQ-VAE differs from this prior's (other codebook); {key} must be trained "
                 "on the codes of the same VQ-VAE checkpoint"
             )
-        prior.requires_grad_(False)
-        return (prior.eval(),)
+        return (prior,)
 
     def train(self, mode: bool = True) -> VQPrior:
         """Switch the prior's mode; the frozen VQ-VAE stays in eval mode (no batch-norm updates)."""
