@@ -17,8 +17,10 @@ from genvae.results.render import (
     fmt,
     ground_truth_table,
     latent_table,
+    morphometry_table,
     replace_marked_sections,
     runs_table,
+    samples_table,
     soundness_table,
 )
 from genvae.results.speed import speed_tables
@@ -369,3 +371,14 @@ def test_ground_truth_table_rows_per_way_of_asking(tmp_path: Path) -> None:
     assert rows[6][1:3] == ["thickness t′ and the mechanism's intensity i′", "11.00 ± 1.41"]
     assert "the truth itself measures" in table
     assert ground_truth_table(aggregate(tmp_path / "none")).startswith("_no ground-truth")
+
+
+def test_sample_tables_say_which_rows_are_guided(tmp_path: Path) -> None:
+    base = {"test/fid": 10.0, "test/morpho/fmd": 0.1}
+    write_run(tmp_path, "vae", 0, base)
+    assert "guided" not in samples_table(aggregate(tmp_path))
+    guided = {"test/conditional/accuracy": 0.94, "test/conditional/guided/guidance": 1.5}
+    write_run(tmp_path, "vqvae_prior_conditional", 0, {**base, **guided})
+    summary = aggregate(tmp_path)
+    for table in (samples_table(summary), morphometry_table(summary)):
+        assert "VQ-VAE + class-conditional prior: guided, s = 1.5 (the configured scale" in table

@@ -253,6 +253,19 @@ def vqvae_table(summary: Summary) -> str:
 CONDITIONAL_MODELS = ("cvae", "arvae_conditional", "vqvae_prior_conditional")
 
 
+def _guidance_note(summary: Summary, experiments: Iterable[str]) -> str:
+    """Which rows' samples were drawn with classifier-free guidance: a guided prior's ``sample`` uses the
+    scale it is configured with, so its sample-quality rows are of guided samples."""
+    guided = [(e, summary.get(e, "test/conditional/guided/guidance")) for e in experiments]
+    parts = [f"{LABELS.get(e, e)}: guided, s = {scale.mean:g}" for e, scale in guided if scale is not None]
+    if not parts:
+        return ""
+    return (
+        f" {'; '.join(parts)} (the configured scale; without guidance: "
+        "[Conditional generation](#conditional-generation))."
+    )
+
+
 def samples_table(summary: Summary) -> str:
     models = ("vae", "betavae", "arvae", "vqvae_prior", *CONDITIONAL_MODELS)
     experiments = [e for e in models if e in summary.runs and summary.get(e, "test/fid") is not None]
@@ -282,6 +295,7 @@ def samples_table(summary: Summary) -> str:
             "prior), IWAE bounds −log p(x | label); their class-latent samples: [Conditional generation]"
             "(#conditional-generation)."
         )
+    note += _guidance_note(summary, experiments)
     return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
 
 
@@ -299,7 +313,8 @@ def morphometry_table(summary: Summary) -> str:
         ]
         for e in experiments
     ]
-    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}"
+    note = _guidance_note(summary, experiments)
+    return f"{markdown_table(header, rows)}\n\n{_provenance(summary, experiments)}{note}"
 
 
 def reconstruction_morphometry_table(summary: Summary) -> str:
