@@ -251,12 +251,13 @@ def vqvae_table(summary: Summary) -> str:
 
 
 CONDITIONAL_MODELS = ("cvae", "arvae_conditional", "vqvae_prior_conditional")
+GUIDED = "test/conditional/guided"  # keys of a guided prior's samples; its scale under GUIDED/guidance
 
 
 def _guidance_note(summary: Summary, experiments: Iterable[str]) -> str:
     """Which rows' samples were drawn with classifier-free guidance: a guided prior's ``sample`` uses the
     scale it is configured with, so its sample-quality rows are of guided samples."""
-    guided = [(e, summary.get(e, "test/conditional/guided/guidance")) for e in experiments]
+    guided = [(e, summary.get(e, f"{GUIDED}/guidance")) for e in experiments]
     parts = [f"{LABELS.get(e, e)}: guided, s = {scale.mean:g}" for e, scale in guided if scale is not None]
     if not parts:
         return ""
@@ -440,7 +441,7 @@ def soundness_table(summary: Summary) -> str:
 # the ways conditional samples are drawn (ConditionalGeneration): key prefix, what the table calls them
 CONDITIONAL_DRAWS = (
     ("test/conditional", "own prior"),
-    ("test/conditional/guided", "own prior, guided"),
+    (GUIDED, "own prior, guided"),
     ("test/conditional/class_latents", "class latents"),
     ("test/conditional/attributes_requested", "class latents + 4 attributes asked"),
 )
