@@ -18,6 +18,10 @@ Each workload is a shipped YAML (with a few overrides for the MLP one), run two 
   float, ``model.losses(batch)["loss"]``, ``backward``, and the optimizer of ``model.configure_optimizers()``.
   No logging, no hooks: the floor.
 
+All three ways run with the process settings ``genvae`` applies (subnormal floats flushed to zero,
+``--flush_denormal``): the plain loop and the bare Trainer are built by the same CLI. So the ratios measure
+the framework alone; what the setting saves later in a run is ``benchmarks/bench_denormals.py``'s table.
+
 Measure: the marginal time per optimizer step. Every way runs for SHORT and LONG steps in separate
 processes; ``(T_long - T_short) / (LONG - SHORT)`` cancels start-up (imports, data loading, the validation
 sanity check, the final checkpoint). Both lengths stay inside the first training epoch (100 and 600 steps

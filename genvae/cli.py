@@ -38,6 +38,7 @@ from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
 from genvae.utils.lightning import NoOpProfiler
+from genvae.utils.numerics import flush_denormals
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
 
@@ -135,6 +136,17 @@ class GenVAECLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        parser.add_argument(
+            "--flush_denormal",
+            type=bool,
+            default=True,
+            help="Flush subnormal floats to zero in CPU computation (true: steps keep their speed as training "
+            "goes on; false: exact IEEE subnormals, PyTorch's default). See genvae.utils.numerics.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Apply the process-wide settings of the config before anything is built or computed."""
+        flush_denormals(self._get(self.config, "flush_denormal", default=True))
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` before LightningCLI merges the checkpoint's hyperparameters into the config.

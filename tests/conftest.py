@@ -77,3 +77,11 @@ def shared_mnist() -> Path:
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("real MNIST t10k files not present in ../shared/data/mnist")
     return SHARED_MNIST
+
+
+@pytest.fixture(autouse=True)
+def _ieee_subnormals_between_tests():
+    """``genvae`` runs flush subnormal floats to zero for the whole process (``--flush_denormal``, on by
+    default); put PyTorch's default back after each test, so that no test depends on the one before."""
+    yield
+    torch.set_flush_denormal(False)

@@ -1,12 +1,13 @@
 """The benchmark tables of the README and the docs, from the benchmark JSON files under ``results/bench/``.
 
 ``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
-``training*.json``, ``benchmarks/bench_morphometry.py`` ``morphometry*.json``,
-``benchmarks/bench_latent_metrics.py`` ``latent-metrics*.json`` and ``benchmarks/bench_perturb.py``
-``perturb*.json`` (each with the machine, thread count, versions and load average it ran on). Each table
-shows the newest measurement of each workload (per device kind: a CPU and a GPU time are two rows), with
-its date, machine and load; the older ones stay in their JSON files as the history. :func:`speed_tables`
-returns the marked sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
+``training*.json``, ``benchmarks/bench_denormals.py`` ``denormals*.json``,
+``benchmarks/bench_morphometry.py`` ``morphometry*.json``, ``benchmarks/bench_latent_metrics.py``
+``latent-metrics*.json`` and ``benchmarks/bench_perturb.py`` ``perturb*.json`` (each with the machine,
+thread count, versions and load average it ran on). Each table shows the newest measurement of each
+workload (per device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older
+ones stay in their JSON files as the history. :func:`speed_tables` returns the marked sections
+``speed-attributes``, ``speed-training``, ``speed-denormals``, ``morphometry-known-answers``,
 ``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb`` (the docs pages), ``speed-history``
 (every record file) and ``speed-summary`` (the README's short table of the newest attribute and training
 figures).
@@ -220,6 +221,39 @@ def training_table(bench: Path) -> str:
     return markdown_table(header, rows)
 
 
+def denormals_table(bench: Path) -> str:
+    """The newest later-epoch-time record per workload (``benchmarks/bench_denormals.py``): ``genvae fit``
+    with subnormal floats flushed to zero (the default) and computed exactly."""
+    keyed = [
+        (
+            (name, _device_kind(record)),
+            [
+                w["label"],
+                *_stamp_cells(record),
+                f"{record['epochs'][0]} / {record['epochs'][1]}, {record['repeats']}×",
+                f"{w['steps_per_epoch']:,}",
+                f"{w['seconds_per_epoch']['flushed']:.1f}",
+                f"{w['seconds_per_epoch']['exact']:.1f}",
+                f"{w['ratio_exact_over_flushed']:.2f}×",
+            ],
+        )
+        for record in _load(bench, "denormals*.json")
+        for name, w in record["workloads"].items()
+    ]
+    if not keyed:
+        return "_no denormals benchmark in results/bench yet_"
+    header = [
+        "workload",
+        *STAMP_HEADER,
+        "epochs, repeats",
+        "steps an epoch",
+        "s per later epoch, flushed",
+        "s per later epoch, exact",
+        "exact / flushed",
+    ]
+    return markdown_table(header, _newest_per_key(keyed))
+
+
 MORPHOMETRY_COLUMNS = ("fmd", "w1/thickness", "w1/slant", "shift/thickness", "shift/slant", "ks/slant")
 MORPHOMETRY_UNITS = {"fmd": "", "w1/thickness": " (px)", "w1/slant": " (rad)", "shift/thickness": " (px)"}
 MORPHOMETRY_UNITS |= {"shift/slant": " (rad)", "ks/slant": ""}
@@ -410,6 +444,7 @@ def summary_table(bench: Path) -> str:
 HISTORY = {  # file prefix -> the benchmark that writes it
     "attributes": "benchmarks/bench_attributes.py",
     "training": "benchmarks/bench_training.py",
+    "denormals": "benchmarks/bench_denormals.py",
     "morphometry": "benchmarks/bench_morphometry.py",
     "latent-metrics": "benchmarks/bench_latent_metrics.py",
     "perturb": "benchmarks/bench_perturb.py",
@@ -442,13 +477,15 @@ def history_table(bench: Path) -> str:
 
 
 def speed_tables(bench: Path) -> dict[str, str]:
-    """Marked sections ``speed-attributes``, ``speed-training``, ``morphometry-known-answers``,
-    ``speed-morphometry``, ``speed-latent-metrics``, ``speed-perturb``, ``speed-summary`` and ``speed-history``."""
+    """Marked sections ``speed-attributes``, ``speed-training``, ``speed-denormals``,
+    ``morphometry-known-answers``, ``speed-morphometry``, ``speed-latent-metrics``, ``speed-perturb``,
+    ``speed-summary`` and ``speed-history``."""
     return {
         "speed-summary": summary_table(bench),
         "speed-history": history_table(bench),
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
+        "speed-denormals": denormals_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
         "speed-morphometry": morphometry_speed_table(bench),
         "speed-latent-metrics": latent_metrics_table(bench),
