@@ -37,7 +37,7 @@ from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_
 from genvae.errors import exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
-from genvae.utils.lightning import NoOpProfiler
+from genvae.utils.lightning import NoOpProfiler, use_lean_callback_dispatch
 from genvae.utils.numerics import flush_denormals
 
 WANDB_CONFIG_FILENAME = "genvae_config.yaml"  # W&B keeps its own config.yaml in the same folder
@@ -176,7 +176,8 @@ class GenVAECLI(LightningCLI):
         - :class:`AtomicCheckpointIO` unless the config gives a checkpoint IO plugin;
         - a ``CSVLogger`` in ``default_root_dir`` (as Lightning's fallback, but chosen, not warned about)
           when the config leaves ``trainer.logger`` unset or ``true``;
-        - :class:`~genvae.utils.lightning.NoOpProfiler` when it sets no ``trainer.profiler``;
+        - :class:`~genvae.utils.lightning.NoOpProfiler` when it sets no ``trainer.profiler``, and with it
+          :func:`~genvae.utils.lightning.use_lean_callback_dispatch` (only the hooks a callback defines);
         - in ``test``, an :class:`~genvae.callbacks.timing.EvaluationTimer` first among the callbacks (the
           seconds of each evaluation callback, into the metrics JSON);
         - outside ``fit``, no ``ModelCheckpoint`` (it saves nothing there) and, through
@@ -203,6 +204,7 @@ class GenVAECLI(LightningCLI):
             kwargs["logger"] = CSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
         if trainer_config.get("profiler") is None:
             kwargs["profiler"] = NoOpProfiler()
+            use_lean_callback_dispatch()  # acts for trainers with the NoOpProfiler only
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "test":  # first, so that it wraps the other callbacks' hooks before they run
             trainer.callbacks.insert(0, EvaluationTimer())

@@ -308,7 +308,8 @@ class GenerativeModel(StagedModule):
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         terms = self.losses(batch)
         reconstruction = terms.pop("reconstruction")
-        terms["mse"] = F.mse_loss(reconstruction.float(), batch["image"].float())
+        # a logged metric, not a loss: no autograd graph for it
+        terms["mse"] = F.mse_loss(reconstruction.detach().float(), batch["image"].float())
         loss = terms.pop("loss")
         values = {"loss": loss, **terms}
         self.log_stage(stage, values, len(batch["image"]))

@@ -10,18 +10,28 @@
 - :func:`needs_automatic_optimization` and :func:`carry_optimizer_steps`: genvae's models step their
   optimizer themselves (manual optimization) except where the trainer asks for what only Lightning's
   automatic loop implements; a checkpoint written under one loop resumes under the other.
+- :func:`use_lean_callback_dispatch`: Lightning calls every hook of every callback, including the empty
+  ones a callback inherits from ``Callback``, five times per training step; under the :class:`NoOpProfiler`
+  genvae's trainers call only the hooks a callback defines.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import weakref
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    GradientAccumulationScheduler,
+    ModelCheckpoint,
+)
 from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.trainer import call as lightning_call
 
 _NULL = contextlib.nullcontext()
 
@@ -83,3 +93,63 @@ def carry_optimizer_steps(checkpoint: dict[str, Any], automatic: bool) -> None:
         fit[_AUTOMATIC_STEPS]["optimizer"]["step"] = copy.deepcopy(manual_steps)
     elif not automatic and manual_steps["total"]["completed"] == 0:
         fit[_MANUAL_STEPS] = copy.deepcopy(automatic_steps)
+
+
+_LIGHTNING_CALL_CALLBACK_HOOKS = lightning_call._call_callback_hooks
+_LOG = logging.getLogger(lightning_call.__name__)  # the logger of Lightning's function
+_DEFINES_HOOK: dict[tuple[type, str], bool] = {}
+
+
+def _defines_hook(callback: L.Callback, hook_name: str) -> bool:
+    """Whether ``callback`` has its own ``hook_name`` (its class or an instance attribute), not the empty
+    method of :class:`lightning.Callback`; decided once per class and hook."""
+    cls = type(callback)
+    defined = _DEFINES_HOOK.get((cls, hook_name))
+    if defined is None:
+        defined = getattr(cls, hook_name, None) is not getattr(L.Callback, hook_name, None)
+        _DEFINES_HOOK[(cls, hook_name)] = defined
+    return defined or hook_name in vars(callback)
+
+
+def _lean_call_callback_hooks(
+    trainer: L.Trainer, hook_name: str, *args: Any, monitoring_callbacks: bool | None = None, **kwargs: Any
+) -> None:
+    """Lightning's ``_call_callback_hooks`` without the calls of empty inherited hooks, for trainers with
+    the :class:`NoOpProfiler` (whose per-callback timing sections are empty anyway); any other profiler gets
+    Lightning's own function, so its per-callback sections stay complete. The hooks that run, their order,
+    their arguments and ``_current_fx_name`` during them are Lightning's."""
+    if type(trainer.profiler) is not NoOpProfiler:
+        return _LIGHTNING_CALL_CALLBACK_HOOKS(
+            trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks, **kwargs
+        )
+    if _LOG.isEnabledFor(logging.DEBUG):
+        _LOG.debug(f"{trainer.__class__.__name__}: calling callback hook: {hook_name}")
+    pl_module = trainer.lightning_module
+    if pl_module:
+        previous = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+    callbacks = trainer.callbacks
+    if monitoring_callbacks is True:
+        callbacks = [cb for cb in callbacks if isinstance(cb, EarlyStopping | Checkpoint)]
+    elif monitoring_callbacks is False:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping | Checkpoint)]
+    for callback in callbacks:
+        if _defines_hook(callback, hook_name):
+            fn = getattr(callback, hook_name)
+            if callable(fn):
+                fn(trainer, trainer.lightning_module, *args, **kwargs)
+    if pl_module:
+        pl_module._current_fx_name = previous
+
+
+def use_lean_callback_dispatch() -> None:
+    """Route Lightning's callback-hook calls through :func:`_lean_call_callback_hooks` (idempotent).
+
+    Why: with a dozen callbacks (genvae's defaults, a YAML's figure callbacks, checkpointing, the progress
+    bar), Lightning makes about 60 callback calls per training step, most of them to empty inherited
+    methods, each with an f-string of the callback's ``state_key`` for the profiler (``ModelCheckpoint``
+    builds its key from five settings every time): a cost of the order of a small model's step on a GPU.
+    Lightning's loops look the function up on its module at every call (``call._call_callback_hooks``), so
+    replacing it there reaches them all; trainers without the :class:`NoOpProfiler` are unaffected.
+    """
+    lightning_call._call_callback_hooks = _lean_call_callback_hooks
