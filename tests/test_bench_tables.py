@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from genvae.results.speed import (
+    denormals_table,
     latent_metrics_table,
     morphometry_speed_table,
     morphometry_table,
@@ -159,6 +160,7 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
         "speed-history",
         "speed-attributes",
         "speed-training",
+        "speed-denormals",
         "morphometry-known-answers",
         "speed-morphometry",
         "speed-latent-metrics",
@@ -167,6 +169,7 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
     assert "no perturbation benchmark" in tables["speed-perturb"]
     assert "no morphometry benchmark" in tables["morphometry-known-answers"]
     assert "no latent-metrics benchmark" in tables["speed-latent-metrics"]
+    assert "no denormals benchmark" in tables["speed-denormals"]
 
 
 def test_bench_morphometry_json_renders(
@@ -298,3 +301,35 @@ def test_summary_shows_the_newest_attribute_and_training_figures_and_history_lis
         ("`results/bench/training-b.json`", "2026-12-02 10:00"),
     ]
     assert "no benchmark" in summary_table(tmp_path / "empty")
+
+
+def test_bench_denormals_times_a_later_epoch_both_ways_and_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/bench_denormals.py with its runs replaced by known wall times: one later epoch is
+    (T_long - T_short) / (LONG - SHORT) per setting, the median over repeats, in the JSON and the table."""
+    script = REPO / "benchmarks" / "bench_denormals.py"
+    spec = importlib.util.spec_from_file_location("bench_denormals", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    walls = {("true", "1"): [10.0, 11.0], ("true", "3"): [16.0, 18.0], ("false", "1"): [10.0, 10.0]}
+    walls[("false", "3")] = [18.0, 17.0]
+    commands = []
+
+    def fake_run(cmd: list[str], log: Path) -> float:
+        commands.append(cmd)
+        flush, epochs = cmd[cmd.index("--flush_denormal") + 1], cmd[cmd.index("--trainer.max_epochs") + 1]
+        return walls[(flush, epochs)].pop(0)
+
+    monkeypatch.setattr(bench, "timed_run", fake_run)
+    monkeypatch.setattr(bench, "steps_per_epoch", lambda *args: 421)
+    out = tmp_path / "denormals-test.json"
+    record = bench.main(["--data", "mnist", "--workloads", "mlp_vae", "--repeats", "2", "--json", str(out)])
+    assert len(commands) == 8 and all(cmd[1:4] == ["-m", "genvae", "fit"] for cmd in commands)
+    workload = json.loads(out.read_text())["workloads"]["mlp_vae"]
+    assert workload["seconds_per_epoch"] == {"flushed": 3.25, "exact": 3.75}  # medians of (3, 3.5), (4, 3.5)
+    assert workload["ratio_exact_over_flushed"] == pytest.approx(3.75 / 3.25)
+    assert record["kind"] == "later_epoch_time" and record["epochs"] == [1, 3]
+    (row,) = body_rows(denormals_table(tmp_path))
+    assert row[0] == "MLP VAE (512, 256), batch 128"
+    assert row[4:] == ["1 / 3, 2×", "421", "3.2", "3.8", "1.15×"]

@@ -1,15 +1,15 @@
 """Process-wide floating-point settings of a genvae run.
 
-:func:`flush_denormals`: subnormal ("denormal") floats, |x| < 1.2e-38 in float32, are computed by x86 CPUs
-in a slow microcode path, tens of times slower than normal numbers. Training produces them as it goes on
-(small gradients, Adam's second moments, weights driven towards 0), so a CPU step gets slower over a run
-for no change in the model (measured by ``benchmarks/bench_denormals.py``, shown in docs/speed.md: the
-MLP VAE's steps slow down by about half within its first two epochs). Flushing them to zero — the processor's
-flush-to-zero / denormals-are-zero modes, set by ``torch.set_flush_denormal`` for the calling process's
-CPU threads — keeps every step at the cost of the first ones. The change in value is below float32's
-smallest normal number, far under any quantity a model or a metric of genvae reads; GPUs flush
-subnormals in most fast kernels anyway, and the setting does not touch CUDA computation.
-TensorFlow and JAX run their CPU kernels this way by default.
+:func:`flush_denormals`: subnormal ("denormal") floats, |x| < 1.2e-38 in float32, take a slow microcode
+path on x86 CPUs, many times slower than normal numbers. Training produces them as it goes on (small
+gradients, Adam's second moments, weights driven towards 0), so a CPU step can get slower over a run for
+no change in the model. How much depends on the model: ``benchmarks/bench_denormals.py`` times a later
+epoch both ways (table in docs/speed.md): the MLP VAE of the training benchmark slows down markedly, the
+conv VAE hardly at all. Flushing them to zero (the processor's flush-to-zero and denormals-are-zero modes,
+set by ``torch.set_flush_denormal`` and inherited by PyTorch's CPU worker threads) keeps every step at the
+cost of the first ones. The values that change are below float32's smallest normal number, far under any
+quantity a model or a metric of genvae reads; CUDA computation is not affected. TensorFlow's CPU thread
+pools run this way by default.
 """
 
 from __future__ import annotations
