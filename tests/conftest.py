@@ -85,3 +85,24 @@ def _ieee_subnormals_between_tests():
     default); put PyTorch's default back after each test, so that no test depends on the one before."""
     yield
     torch.set_flush_denormal(False)
+
+
+def fit_smoke(data_root: Path, run_dir: Path, *extra: str) -> None:
+    """``genvae fit`` of experiments/smoke.yaml on ``data_root`` in ``run_dir``, no progress bar, with the
+    ``extra`` command-line arguments."""
+    from genvae.cli import main
+
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "experiments" / "smoke.yaml"),
+            "--data.init_args.root",
+            str(data_root),
+            "--trainer.default_root_dir",
+            str(run_dir),
+            "--trainer.enable_progress_bar",
+            "false",
+            *extra,
+        ]
+    )

@@ -8,10 +8,9 @@ from typing import Any
 
 import lightning as L
 
-from genvae.cli import main
 from genvae.utils.lightning import _defines_hook
 
-from .conftest import REPO
+from .conftest import fit_smoke
 
 CALLS: list[tuple[str, str]] = []  # (hook, the module's _current_fx_name during it), of the latest run
 
@@ -55,24 +54,15 @@ def test_a_hook_counts_as_defined_by_the_class_a_parent_or_the_instance() -> Non
 
 def recorded_fit(tiny_mnist: Path, tmp_path: Path, *extra: str) -> list[tuple[str, str]]:
     CALLS.clear()
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "experiments" / "smoke.yaml"),
-            "--data.init_args.root",
-            str(tiny_mnist),
-            "--trainer.limit_train_batches",
-            "3",
-            "--trainer.log_every_n_steps",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.callbacks+=tests.test_callback_dispatch.Recorder",
-            *extra,
-        ]
+    fit_smoke(
+        tiny_mnist,
+        tmp_path,
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.callbacks+=tests.test_callback_dispatch.Recorder",
+        *extra,
     )
     return list(CALLS)
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from genvae.cli import main
 from genvae.utils.numerics import flush_denormals
 
-from .conftest import REPO
+from .conftest import fit_smoke
 
 SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
 
@@ -35,20 +34,5 @@ def test_the_cli_flushes_subnormals_unless_told_not_to(
 ) -> None:
     if not flush_denormals(False):
         pytest.skip("this CPU has no flush-to-zero mode")
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "experiments" / "smoke.yaml"),
-            "--data.init_args.root",
-            str(tiny_mnist),
-            "--trainer.fast_dev_run",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.enable_progress_bar",
-            "false",
-            *flag,
-        ]
-    )
+    fit_smoke(tiny_mnist, tmp_path, "--trainer.fast_dev_run", "1", *flag)
     assert (product_of_a_subnormal() == 0.0) is flushed
