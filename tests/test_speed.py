@@ -137,19 +137,25 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
 ) -> None:
     bench = load_bench_training()
     out = tmp_path / "bench.json"
-    data = write_fake_mnist(tmp_path / "mnist", n_train=500)  # 3 steps an epoch at batch 128
-    argv = ["--data", str(data), "--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1"]
+    data = write_fake_mnist(tmp_path / "mnist", n_train=800)  # 5 steps an epoch at batch 128
+    argv = ["--data", str(data), "--workloads", "mlp_vae", "--steps", "1", "3", "--repeats", "1"]
     result = bench.main([*argv, "--device", "cpu", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "MLP VAE (512, 256), batch 128" in printed and "plain/genvae" in printed
     saved = json.loads(out.read_text())
     assert saved["kind"] == "marginal_step_time"
     workload = saved["workloads"]["mlp_vae"]
-    assert workload["steps"] == [1, 2]
+    assert workload["steps"] == [1, 3] and workload["clock_steps"] == [1, 2]
     assert workload == result["workloads"]["mlp_vae"]
     for way in ("genvae", "lightning", "plain"):
         assert [len(workload["seconds"][way][n]) for n in ("short", "long")] == [1, 1]
         assert all(t > 0 for n in ("short", "long") for t in workload["seconds"][way][n])
+        (in_run,) = workload["all_ms_per_step"][way]  # the StepTimer of the LONG run (plain: its own clock)
+        assert 0 < in_run == workload["ms_per_step"][way]
+        (two_run,) = workload["all_two_run_ms_per_step"][way]
+        assert two_run == pytest.approx(
+            1000 * (workload["seconds"][way]["long"][0] - workload["seconds"][way]["short"][0]) / 2
+        )
     ms = workload["ms_per_step"]
     assert workload["ratio_plain_over_genvae"] == pytest.approx(ms["plain"] / ms["genvae"])
     assert workload["ratio_plain_over_lightning"] == pytest.approx(ms["plain"] / ms["lightning"])
@@ -159,7 +165,7 @@ def test_benchmark_times_genvae_fit_and_the_plain_loop_in_fresh_processes(
 def test_benchmark_refuses_step_counts_that_cross_an_epoch_end(tiny_mnist: Path) -> None:
     """A run past the first epoch would time genvae's validation epoch as if it were training steps."""
     bench = load_bench_training()
-    argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "2", "--no-json"]
+    argv = ["--data", str(tiny_mnist), "--workloads", "mlp_vae", "--steps", "1", "3", "--no-json"]
     with pytest.raises(SystemExit, match="mlp_vae has 1 steps an epoch; LONG must end inside the first"):
         bench.main([*argv, "--device", "cpu"])
 

@@ -14,13 +14,17 @@ timed this way).
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+
+from genvae.utils.atomic import atomic_write_bytes
 
 CALLBACK_HOOKS = (
     "setup",
@@ -86,3 +90,40 @@ class EvaluationTimer(L.Callback):
             if hook in vars(owner):
                 object.__delattr__(owner, hook)
         self._restore.clear()
+
+
+class StepTimer(L.Callback):
+    """Wall time of the training steps from optimizer step ``start`` to ``end`` of a run, measured inside it.
+
+    ``benchmarks/bench_training.py`` adds it to the runs it times: the clock starts when step ``start``
+    begins and stops when step ``end`` begins, so start-up, the sanity check and the final checkpoint are
+    outside the window by construction (the two-run difference cancels them only up to their jitter).
+    On CUDA the device is synchronised at both ends. Writes ``{"start", "end", "seconds", "ms_per_step"}``
+    as JSON to ``path`` (atomically) when the window closes.
+    """
+
+    def __init__(self, start: int, end: int, path: str) -> None:
+        if not 0 <= start < end:
+            raise ValueError(f"StepTimer: needs 0 <= start < end, got {start}, {end}")
+        self.start, self.end, self.path = start, end, path
+        self._t0: float | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step not in (self.start, self.end):
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        if step == self.start:
+            self._t0 = now
+        elif self._t0 is not None:
+            write_step_time(self.path, self.start, self.end, now - self._t0)
+
+
+def write_step_time(path: str | Path, start: int, end: int, seconds: float) -> None:
+    """The JSON record of :class:`StepTimer` (also written by the benchmark's plain loop)."""
+    record = {"start": start, "end": end, "seconds": seconds, "ms_per_step": 1000 * seconds / (end - start)}
+    atomic_write_bytes(Path(path), json.dumps(record).encode())
