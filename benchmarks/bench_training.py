@@ -22,16 +22,24 @@ All three ways run with the process settings ``genvae`` applies (subnormal float
 ``--flush_denormal``): the plain loop and the bare Trainer are built by the same CLI. So the ratios measure
 the framework alone; what the setting saves later in a run is ``benchmarks/bench_denormals.py``'s table.
 
-Measure: the marginal time per optimizer step. Every way runs for SHORT and LONG steps in separate
-processes; ``(T_long - T_short) / (LONG - SHORT)`` cancels start-up (imports, data loading, the validation
-sanity check, the final checkpoint). Both lengths stay inside the first training epoch (100 and 600 steps
-for batch 64, 844 steps an epoch; 20 and 400 for the MLP's batch 128, 421 an epoch), so the difference holds
-training steps only: a run that crossed an epoch end would add genvae's validation epoch and its epoch-end
-callbacks, which the plain loop and the bare Trainer do not run, to genvae's per-step time. ``--steps``
-sets both lengths for every workload; a LONG at or past an epoch end is refused. The repeats interleave
-the runs (workload by workload, both ways, both lengths), so background load hits them alike; the table
-reports the median of the repeats' marginal times and the ratio plain / genvae of those medians (1.0 =
-genvae costs what the model costs). The JSON under results/bench keeps every run's wall time.
+Measure: the marginal time per optimizer step, two ways. Every way runs for SHORT and LONG steps in
+separate processes, both inside the first training epoch (100 and 600 steps for batch 64, 843 steps an
+epoch; 20 and 400 for the MLP's batch 128, 421 an epoch): a run that crossed an epoch end would add genvae's
+validation epoch and its epoch-end callbacks, which the plain loop and the bare Trainer do not run.
+``--steps`` sets both lengths for every workload; a LONG at or past an epoch end is refused.
+
+- in the run (the table's ms/step): the LONG run times its steps SHORT to LONG - 1 with a clock that starts
+  when step SHORT begins and stops when step LONG - 1 begins (:class:`genvae.callbacks.timing.StepTimer`,
+  added to ``genvae fit`` and the bare Trainer as a callback; the same clock in the plain loop), so
+  start-up and the final checkpoint are outside it by construction;
+- from two runs (``two_run_*`` in the JSON, the table's last column): ``(T_long - T_short) / (LONG -
+  SHORT)`` of the two processes' wall times, which cancels start-up (imports, data loading, the sanity check,
+  the final checkpoint) up to its jitter: a few tenths of a second, i.e. up to ~1 ms per step over the
+  MLP's 380-step window.
+
+The repeats interleave the runs (workload by workload, all ways, both lengths), so background load hits them
+alike; the table reports the median over the repeats and the ratio plain / genvae of those medians (1.0 =
+genvae costs what the model costs). The JSON under results/bench keeps every run's wall time and clock.
 
 Workloads: ``vae`` (``experiments/vae.yaml``: conv VAE, batch 64), ``arvae`` (``experiments/arvae.yaml``:
 AR-VAE, batch 64, with the Morpho-MNIST attributes), ``vqvae`` (``experiments/vqvae.yaml``: batch 64),

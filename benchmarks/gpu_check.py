@@ -179,7 +179,7 @@ def training_ratios(root: Path, device: torch.device, quick: bool) -> dict[str, 
     import bench_training
 
     # a full run also records its JSON under results/bench (the README's speed table); a quick one does not
-    sizes = ["--workloads", "mlp_vae", "--steps", "1", "2", "--repeats", "1", "--no-json"] if quick else []
+    sizes = ["--workloads", "mlp_vae", "--steps", "1", "3", "--repeats", "1", "--no-json"] if quick else []
     result = bench_training.main(["--data", str(root), "--device", str(device), *sizes])
     return {
         name: {"label": w["label"], "ratio": w["ratio_plain_over_genvae"], "target": w["target"]}

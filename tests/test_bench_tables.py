@@ -240,14 +240,16 @@ def test_training_table_shows_the_newest_record_of_each_workload(tmp_path: Path)
     (tmp_path / "training-1.json").write_text(
         json.dumps(training_record("2026-12-01 10:00", {"vae": 20.0, "arvae": 12.5}))
     )
-    (tmp_path / "training-2.json").write_text(json.dumps(training_record("2026-12-02 10:00", {"vae": 10.2})))
+    newer = training_record("2026-12-02 10:00", {"vae": 10.2})
+    newer["workloads"]["vae"]["two_run_ratio_plain_over_genvae"] = 0.9  # a record with the in-run clock
+    (tmp_path / "training-2.json").write_text(json.dumps(newer))
     rows = body_rows(training_table(tmp_path))
     assert [(r[0], r[1]) for r in rows] == [
         ("vae label", "2026-12-02 10:00"),
         ("arvae label", "2026-12-01 10:00"),
     ]
-    assert rows[0][5:] == ["10.20", "10.10", "10.00", "0.98", "≥ 0.95", "yes", "0.99"]
-    assert rows[1][5:] == ["12.50", "10.10", "10.00", "0.80", "≥ 0.95", "no", "0.99"]
+    assert rows[0][5:] == ["10.20", "10.10", "10.00", "0.98", "≥ 0.95", "yes", "0.99", "0.90"]
+    assert rows[1][5:] == ["12.50", "10.10", "10.00", "0.80", "≥ 0.95", "no", "0.99", "—"]
 
 
 def test_bench_perturb_json_renders(

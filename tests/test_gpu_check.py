@@ -24,7 +24,7 @@ def test_gpu_check_runs_its_gpu_path_on_cpu_in_quick_mode(
 ) -> None:
     gpu_check = load_gpu_check()
     out = tmp_path / "gpu_check.json"
-    data = write_fake_mnist(tmp_path / "mnist", n_train=500)  # the MLP benchmark's 2 steps in one epoch
+    data = write_fake_mnist(tmp_path / "mnist", n_train=800)  # the MLP benchmark's 3 steps in one epoch
     args = ["--data", str(data), "--device", "cpu", "--quick", "--families", "VAE", "--json", str(out)]
     assert gpu_check.main([*args, "--precisions", "bf16-mixed"]) == 0
     table = capsys.readouterr().out

@@ -9,6 +9,8 @@ the model's ``test_step``, ``on_test_epoch_start`` and ``on_test_epoch_end``, an
 ``time/test`` runs from the timer's ``setup`` to that moment. On CUDA each timed call ends with a device
 synchronisation so that the seconds belong to the call that queued the work (test only; training is never
 timed this way).
+
+:class:`StepTimer` times a window of training steps inside a run, for ``benchmarks/bench_training.py``.
 """
 
 from __future__ import annotations
