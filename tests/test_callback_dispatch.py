@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 
-from genvae.utils.lightning import _defines_hook
+from genvae.utils.lightning import defines_hook
 
 from .conftest import fit_smoke
 
@@ -46,10 +46,10 @@ class Subclass(Recorder):
 
 def test_a_hook_counts_as_defined_by_the_class_a_parent_or_the_instance() -> None:
     recorder = Subclass()
-    assert _defines_hook(recorder, "on_train_batch_start")  # from Recorder
-    assert _defines_hook(recorder, "on_validation_end")  # an instance attribute
-    assert not _defines_hook(recorder, "on_after_backward")  # Callback's empty method
-    assert not _defines_hook(L.Callback(), "on_train_batch_start")
+    assert defines_hook(recorder, "on_train_batch_start")  # from Recorder
+    assert defines_hook(recorder, "on_validation_end")  # an instance attribute
+    assert not defines_hook(recorder, "on_after_backward")  # Callback's empty method
+    assert not defines_hook(L.Callback(), "on_train_batch_start")
 
 
 def recorded_fit(tiny_mnist: Path, tmp_path: Path, *extra: str) -> list[tuple[str, str]]:

@@ -27,6 +27,7 @@ import lightning as L
 import torch
 
 from genvae.utils.atomic import atomic_write_bytes
+from genvae.utils.lightning import defines_hook
 
 CALLBACK_HOOKS = (
     "setup",
@@ -57,9 +58,9 @@ class EvaluationTimer(L.Callback):
         for callback in trainer.callbacks:
             if callback is self or type(callback).__name__ == "MetricsJSON":
                 continue
-            hooks = [h for h in CALLBACK_HOOKS if getattr(type(callback), h) is not getattr(L.Callback, h)]
-            for hook in hooks:
-                self._wrap(callback, hook, f"time/{type(callback).__name__}", synchronize)
+            for hook in CALLBACK_HOOKS:
+                if defines_hook(callback, hook):  # its own hooks only (instance attributes: left alone)
+                    self._wrap(callback, hook, f"time/{type(callback).__name__}", synchronize)
         for hook in MODEL_HOOKS:
             self._wrap(pl_module, hook, "time/model", synchronize)
         pl_module.test_timer = self

@@ -12,7 +12,8 @@
   automatic loop implements; a checkpoint written under one loop resumes under the other.
 - :func:`use_lean_callback_dispatch`: Lightning calls every hook of every callback, including the empty
   ones a callback inherits from ``Callback``, five times per training step; under the :class:`NoOpProfiler`
-  genvae's trainers call only the hooks a callback defines.
+  genvae's trainers call only the hooks a callback defines (:func:`defines_hook`, also what
+  ``genvae.callbacks.timing.EvaluationTimer`` times).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ _LOG = logging.getLogger(lightning_call.__name__)  # the logger of Lightning's f
 _DEFINES_HOOK: dict[tuple[type, str], bool] = {}
 
 
-def _defines_hook(callback: L.Callback, hook_name: str) -> bool:
+def defines_hook(callback: L.Callback, hook_name: str) -> bool:
     """Whether ``callback`` has its own ``hook_name`` (its class or an instance attribute), not the empty
     method of :class:`lightning.Callback`; decided once per class and hook."""
     cls = type(callback)
@@ -134,7 +135,7 @@ def _lean_call_callback_hooks(
     elif monitoring_callbacks is False:
         callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping | Checkpoint)]
     for callback in callbacks:
-        if _defines_hook(callback, hook_name):
+        if defines_hook(callback, hook_name):
             fn = getattr(callback, hook_name)
             if callable(fn):
                 fn(trainer, trainer.lightning_module, *args, **kwargs)
