@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from genvae.callbacks.timing import StepTimer, write_step_time
+from genvae.callbacks.timing import StepTimer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,14 +174,10 @@ def plain_loop(steps: int, cli_args: list[str], clock: tuple[int, int, Path] | N
     per_epoch = n // batch_size
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(n, generator=generator).to(device)
+    timer = None if clock is None else StepTimer(clock[0], clock[1], str(clock[2]))  # the others' clock
     for step in range(steps):
-        if clock is not None and step in clock[:2]:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if step == clock[0]:
-                t0 = time.perf_counter()
-            else:
-                write_step_time(clock[2], clock[0], clock[1], time.perf_counter() - t0)
+        if timer is not None:
+            timer.at_step(step, device)
         b = step % per_epoch
         if b == 0 and step > 0:
             order = torch.randperm(n, generator=generator).to(device)

@@ -114,19 +114,20 @@ class StepTimer(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
-        step = trainer.global_step
+        self.at_step(trainer.global_step, pl_module.device)
+
+    def at_step(self, step: int, device: torch.device) -> None:
+        """Step ``step`` begins on ``device``: start or stop the clock there (the benchmark's plain loop calls
+        this itself)."""
         if step not in (self.start, self.end):
             return
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         now = time.perf_counter()
         if step == self.start:
             self._t0 = now
         elif self._t0 is not None:
-            write_step_time(self.path, self.start, self.end, now - self._t0)
-
-
-def write_step_time(path: str | Path, start: int, end: int, seconds: float) -> None:
-    """The JSON record of :class:`StepTimer` (also written by the benchmark's plain loop)."""
-    record = {"start": start, "end": end, "seconds": seconds, "ms_per_step": 1000 * seconds / (end - start)}
-    atomic_write_bytes(Path(path), json.dumps(record).encode())
+            seconds = now - self._t0
+            record = {"start": self.start, "end": self.end, "seconds": seconds}
+            record["ms_per_step"] = 1000 * seconds / (self.end - self.start)
+            atomic_write_bytes(Path(self.path), json.dumps(record).encode())
