@@ -21,12 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import REPO, WORKLOADS, config_args, timed_run  # noqa: E402
+from bench_training import REPO, WORKLOADS, config_args, steps_per_epoch, timed_run  # noqa: E402
 
 SETTINGS = {"flushed": "true", "exact": "false"}
 
@@ -45,19 +44,6 @@ def command(workload: str, data: str, device: str, epochs: int, flush: str, run_
         "--flush_denormal",
         flush,
     ]
-
-
-def steps_per_epoch(workload: str, data: str, device: str) -> int:
-    """Training steps of one epoch of ``workload``; prepares its data (the attribute cache) untimed."""
-    from genvae.cli import build_cli
-
-    with mock.patch.object(
-        sys, "argv", sys.argv[:1]
-    ):  # the config is the argument list, not this command line
-        datamodule = build_cli(config_args(WORKLOADS[workload], data, device), run=False).datamodule
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return len(datamodule.train_dataloader())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

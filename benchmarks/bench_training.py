@@ -60,6 +60,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -215,20 +216,25 @@ def bare_trainer(steps: int, cli_args: list[str], clock: tuple[int, int, Path] |
 
 
 # ----------------------------------------------------------------------------- the parent
-def prepare(workloads: list[str], args: argparse.Namespace) -> dict[str, tuple[int, int]]:
-    """Build every workload's config once and prepare its data (the attribute cache), outside the timing;
-    the SHORT and LONG steps of each, checked to end inside the first training epoch."""
+def steps_per_epoch(name: str, data: str, device: str) -> int:
+    """Training steps of one epoch of workload ``name``, built as ``genvae fit`` builds it; prepares its data
+    (the attribute cache), outside any timing."""
     from genvae.cli import build_cli
 
+    with mock.patch.object(sys, "argv", sys.argv[:1]):  # the config is the argument list, not this command
+        datamodule = build_cli(config_args(WORKLOADS[name], data, device), run=False).datamodule
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return len(datamodule.train_dataloader())
+
+
+def prepare(workloads: list[str], args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """Prepare every workload's data outside the timing; the SHORT and LONG steps of each, checked to end
+    inside the first training epoch."""
     steps = {}
     for name in workloads:
-        workload = WORKLOADS[name]
-        cli = build_cli(config_args(workload, str(args.data), args.device), run=False)
-        datamodule = cli.datamodule
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        per_epoch = len(datamodule.train_dataloader())
-        short, long = args.steps or workload.steps
+        per_epoch = steps_per_epoch(name, str(args.data), args.device)
+        short, long = args.steps or WORKLOADS[name].steps
         if long >= per_epoch:
             raise SystemExit(
                 f"bench_training: --steps {short} {long}: {name} has {per_epoch} steps an epoch; LONG must end "
