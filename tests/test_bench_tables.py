@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -24,6 +25,14 @@ from genvae.results.speed import (
 from .conftest import REPO
 
 HARDWARE = {"cpu_count": 2, "processor": "Xeon", "torch_threads": 2, "torch": "2.x", "cuda": None}
+
+
+def load_script(script: Path) -> ModuleType:
+    """A benchmark script of benchmarks/ as a module (named after its file)."""
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def body_rows(table: str) -> list[list[str]]:
@@ -182,9 +191,7 @@ def test_bench_morphometry_json_renders(
     checkpoint = checkpoint_of("vae", tiny_mnist, tmp_path / "vae")
     out = tmp_path / "bench" / "morphometry-test.json"
     script = REPO / "benchmarks" / "bench_morphometry.py"
-    spec = importlib.util.spec_from_file_location("bench_morphometry", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(script)
     argv = [str(script), "--data", str(tiny_mnist), "--repeats", "1", "--json", str(out)]
     argv += ["--checkpoint", str(checkpoint)]
     monkeypatch.setattr(sys, "argv", argv)
@@ -259,9 +266,7 @@ def test_bench_perturb_json_renders(
     its JSON holds the printed numbers and renders as a table row."""
     out = tmp_path / "bench" / "perturb-test.json"
     script = REPO / "benchmarks" / "bench_perturb.py"
-    spec = importlib.util.spec_from_file_location("bench_perturb", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(script)
     argv = [str(script), "--data", str(tiny_mnist), "--targets", str(tiny_mnist), "--reference-images", "2"]
     monkeypatch.setattr(sys, "argv", [*argv, "--json", str(out)])
     bench.main()
@@ -311,9 +316,7 @@ def test_bench_denormals_times_a_later_epoch_both_ways_and_renders(
     """benchmarks/bench_denormals.py with its runs replaced by known wall times: one later epoch is
     (T_long - T_short) / (LONG - SHORT) per setting, the median over repeats, in the JSON and the table."""
     script = REPO / "benchmarks" / "bench_denormals.py"
-    spec = importlib.util.spec_from_file_location("bench_denormals", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(script)
     walls = {("true", "1"): [10.0, 11.0], ("true", "3"): [16.0, 18.0], ("false", "1"): [10.0, 10.0]}
     walls[("false", "3")] = [18.0, 17.0]
     commands = []
