@@ -25,7 +25,12 @@ from genvae.models.conditioning import (
 )
 from genvae.models.optim import adam
 from genvae.models.running_means import RunningMeans
-from genvae.utils.lightning import carry_optimizer_steps, is_logging_step, needs_automatic_optimization
+from genvae.utils.lightning import (
+    carry_optimizer_steps,
+    is_logging_step,
+    log_step_metrics,
+    needs_automatic_optimization,
+)
 
 Batch = dict[str, Tensor]
 
@@ -46,15 +51,17 @@ class StagedModule(L.LightningModule):
     Lightning's result collection, and the progress bar turns logged tensors into Python numbers, which
     waits for the device. So a step adds its terms to on-device running sums
     (:class:`~genvae.models.running_means.RunningMeans`: one ``stack`` and one add, no synchronisation)
-    and hands Lightning values only where they are used: the step values on Lightning's logging steps
-    (``trainer.log_every_n_steps``, every step under ``fast_dev_run``), the epoch means once per epoch
-    with ``sync_dist=True`` (one all-reduce per epoch under DDP, weighted by batch size as Lightning weights
-    a value logged ``on_epoch``). The training sums travel in checkpoints, so the epoch means of a run
+    and hands values on only where they are used: the step values on Lightning's logging steps
+    (``trainer.log_every_n_steps``, every step under ``fast_dev_run``), read to the host in one transfer
+    and written to the loggers, the progress bar and ``callback_metrics`` directly
+    (:func:`~genvae.utils.lightning.log_step_metrics`, the step and ``epoch`` column Lightning would give
+    them, without its result collection); the epoch means once per epoch through ``self.log`` with
+    ``sync_dist=True`` (one all-reduce per epoch under DDP, weighted by batch size as Lightning weights a
+    value logged ``on_epoch``). The training sums travel in checkpoints, so the epoch means of a run
     resumed mid-epoch equal those of an unbroken run.
 
     The module steps its optimizer itself (see :attr:`automatic_optimization`). Subclasses that override
-    ``setup``, ``on_train_batch_start``, ``on_load_checkpoint`` or the ``on_*_epoch_end`` hooks call
-    ``super()``.
+    ``setup``, ``on_load_checkpoint`` or the ``on_*_epoch_end`` hooks call ``super()``.
     """
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
@@ -93,15 +100,21 @@ class StagedModule(L.LightningModule):
         running = self._running_means.setdefault(stage, RunningMeans())
         running.update(values, batch_size)
         self._prog_bar_names[stage] = prog_bar
-        if stage != "train" or not self._logs_this_step():
-            return
-        for name, value in values.items():
-            key = f"train/{name}_step"
-            value = value.detach() if isinstance(value, Tensor) else float(value)
-            self.log(
-                key, value, on_step=True, on_epoch=False, prog_bar=name in prog_bar, batch_size=batch_size
-            )
-            self._logged_step_keys.add(key)
+        if stage == "train" and self._logs_this_step():
+            self._log_step_values(values, prog_bar)
+
+    def _log_step_values(self, values: dict[str, Tensor | float], prog_bar: tuple[str, ...]) -> None:
+        """Log ``values`` as ``train/<name>_step``, the tensors read to the host in one transfer."""
+        tensors = {name: value.detach() for name, value in values.items() if isinstance(value, Tensor)}
+        read = torch.stack([t.float() for t in tensors.values()]).tolist() if tensors else []
+        host = dict(zip(tensors, read, strict=True))
+        key = "train/{}_step".format
+        log_step_metrics(
+            self._trainer,
+            {key(name): host[name] if name in host else float(value) for name, value in values.items()},
+            tensors={key(name): tensor for name, tensor in tensors.items()},
+            prog_bar={key(name) for name in prog_bar},
+        )
 
     def log_epoch_means(self, stage: str) -> None:
         """Log the epoch means of ``stage`` (``train/<name>_epoch``, ``val/<name>``, ``test/<name>``) and
@@ -136,26 +149,9 @@ class StagedModule(L.LightningModule):
     def _prog_bar_names(self) -> dict[str, tuple[str, ...]]:
         return self.__dict__.setdefault("_stage_prog_bar", {})
 
-    @property
-    def _logged_step_keys(self) -> set[str]:
-        return self.__dict__.setdefault("_stage_step_keys", set())
-
     # ----------------------------------------------------------- hooks
     def setup(self, stage: str) -> None:
         self._running_means.clear()  # a checkpoint being resumed from restores the training sums after this
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Retire the step values logged at the last logging step: Lightning keeps a logged step value in its
-        result collection, and converts it for the progress bar at every later step until it is logged
-        again (a host-device synchronisation per step); the bar and ``callback_metrics`` keep the value."""
-        if not self._logged_step_keys:
-            return
-        results = getattr(self._trainer, "_results", None)
-        for key in self._logged_step_keys:
-            logged = results.get(f"training_step.{key}") if results is not None else None
-            if logged is not None and not logged.has_reset:
-                logged.reset()
-        self._logged_step_keys.clear()
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_means("train")
