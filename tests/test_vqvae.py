@@ -152,10 +152,12 @@ def test_kmeans_finds_separated_clusters_and_initialises_the_codebook() -> None:
     assert torch.allclose(quantizer.codebook - initial, torch.full((4, 2), expected_shift), atol=2e-3)
 
 
-def test_dead_codes_restart_on_encoder_outputs() -> None:
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host-checked", "on-device"])
+def test_dead_codes_restart_on_encoder_outputs(sync_free: bool) -> None:
     torch.manual_seed(0)
     centers, points = four_clusters(10)
     quantizer = VectorQuantizer(num_codes=4, code_dim=2, decay=0.5, restart_dead=True).train()
+    quantizer.sync_free_restarts = sync_free  # what every accelerator runs
     with torch.no_grad():
         quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0], [-500.0, -500.0]]))
     quantizer(grid(points))
@@ -170,6 +172,35 @@ def test_dead_codes_restart_on_encoder_outputs() -> None:
         off.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0], [-500.0, -500.0]]))
     off(grid(points))
     assert off.codebook[3].tolist() == [-500.0, -500.0]
+
+
+def test_restart_on_device_reads_nothing_back_and_draws_distinct_vectors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The accelerator's restart: no tensor -> Python conversion (each would wait for the device), and
+    dead codes land on distinct batch vectors, more dead codes than vectors cycling through them."""
+    torch.manual_seed(0)
+    _, points = four_clusters(1)  # 4 distinct vectors
+    quantizer = VectorQuantizer(num_codes=6, code_dim=2, ema=True, decay=0.5, restart_dead=True).train()
+    quantizer.sync_free_restarts = True
+    with torch.no_grad():
+        far = torch.tensor([[0.0, 0.0], [-500.0, 0.0], [0.0, -500.0], [-500.0, -500.0], [500.0, -500.0]])
+        quantizer.codebook.copy_(torch.cat([far, torch.tensor([[-900.0, 900.0]])]))
+        quantizer.embed_sum.copy_(quantizer.codebook)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tensor was read back to the host")
+
+    for name in ("item", "__bool__", "__int__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    quantizer(grid(points))
+    monkeypatch.undo()
+    # code 0 took all four vectors (0.5 + 0.5 * 4 = 2.5); codes 1-5 got none (0.5 < 1): restarted
+    assert quantizer.cluster_size.tolist() == [2.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    restarted = quantizer.codebook[1:]
+    assert all((points - code).abs().sum(1).min() == 0 for code in restarted)  # each on a batch vector
+    assert len({tuple(code.tolist()) for code in restarted[:4]}) == 4  # the first four distinct
+    torch.testing.assert_close(quantizer.embed_sum[1:], restarted * 1.0)
 
 
 def test_quantizer_runs_in_float32_under_bf16_autocast() -> None:
@@ -193,12 +224,13 @@ def test_quantizer_runs_in_float32_under_bf16_autocast() -> None:
     assert torch.isfinite(terms["loss"])
 
 
-def _ddp_worker(rank: int, port: int, vectors: torch.Tensor, out_dir: str) -> None:
+def _ddp_worker(rank: int, port: int, vectors: torch.Tensor, out_dir: str, sync_free: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.manual_seed(rank)  # ranks draw different restart candidates; rank 0's must win
         quantizer = VectorQuantizer(num_codes=3, code_dim=1, ema=True, decay=0.9, restart_dead=0.95).train()
+        quantizer.sync_free_restarts = sync_free
         quantizer.codebook.copy_(torch.tensor([[0.0], [10.0], [100.0]]))
         quantizer.embed_sum.copy_(quantizer.codebook)
         quantizer(grid(vectors[rank]))
@@ -207,12 +239,13 @@ def _ddp_worker(rank: int, port: int, vectors: torch.Tensor, out_dir: str) -> No
         dist.destroy_process_group()
 
 
-def test_ema_statistics_are_all_reduced_under_ddp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host-checked", "on-device"])
+def test_ema_statistics_are_all_reduced_under_ddp(sync_free: bool, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     vectors = torch.tensor([[[1.0], [9.0]], [[2.0], [11.0]]])  # rank 0, rank 1
-    mp.spawn(_ddp_worker, args=(port, vectors, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(port, vectors, str(tmp_path), sync_free), nprocs=2, join=True)
     result = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert torch.equal(result[0]["codebook"], result[1]["codebook"])
     # one process seeing both ranks' vectors: counts [2, 2, 0], sums [3, 20, 0]

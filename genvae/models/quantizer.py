@@ -18,7 +18,9 @@ Options:
   step, summed over ranks) is below the threshold (``True`` = 1.0) are moved onto encoder vectors of the
   batch (as in Jukebox, Dhariwal et al. 2020), drawn with probability proportional to their squared
   quantization error as in k-means++ seeding, so that restarts land where the codebook is poor and never
-  on exact duplicates of a code (MNIST's many blank patches).
+  on exact duplicates of a code (MNIST's many blank patches). On a CPU the host checks for dead codes
+  each step; on an accelerator the restart runs on the device every step with ``where`` (no read back,
+  so no synchronisation per step), drawing from the accelerator's random stream.
 - ``cosine``: encoder vectors and codes are l2-normalised, so the nearest code is the one of highest
   cosine similarity (Yu et al. 2022). With a small ``code_dim`` (the model's 1x1 projection) this gives the
   low-dimensional factorised codes of ViT-VQGAN.
@@ -119,6 +121,13 @@ def _all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def _draw_weights(errors: Tensor) -> Tensor:
+    """Restart draw weights of the batch's vectors: their squared quantization errors, so restarts land
+    where the codebook is poor and, drawn without replacement, on distinct vectors (duplicated codes would
+    all but one stay dead); the tiny floor keeps exact vectors drawable once the erroneous ones run out."""
+    return errors + 1e-6 * errors.mean() + 1e-30
+
+
 def _broadcast_from_rank0(tensor: Tensor) -> Tensor:
     if _distributed():
         dist.broadcast(tensor, src=0)
@@ -152,6 +161,9 @@ class VectorQuantizer(nn.Module):
             number of vectors assigned to a code per training step below which it is restarted.
         cosine: quantize l2-normalised vectors to l2-normalised codes (cosine-similarity lookup).
     """
+
+    #: Restart dead codes on the device, without a host read, also on a CPU (an accelerator always does).
+    sync_free_restarts: bool = False
 
     codebook: Tensor
     cluster_size: Tensor
@@ -314,18 +326,39 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, flat: Tensor, errors: Tensor) -> None:
-        """Move codes with too few assignments onto vectors drawn with probability ~ their squared error."""
+        """Move codes with too few assignments onto vectors drawn with probability ~ their squared error.
+
+        On a CPU the host decides whether any code is dead (free there) and draws exactly as many vectors;
+        on an accelerator, where that read would wait for the device every step, :meth:`_restart_on_device`
+        does the same without reading anything back."""
         dead = self.cluster_size < self.restart_threshold  # identical on every rank (all-reduced counts)
+        if dead.device.type != "cpu" or self.sync_free_restarts:
+            self._restart_on_device(flat, _draw_weights(errors), dead)
+            return
         if not bool(dead.any()):
             return
-        # distinct vectors where the batch has enough (duplicated codes would all but one stay dead); the
-        # tiny floor keeps exact vectors drawable once the erroneous ones run out
-        weights = errors + 1e-6 * errors.mean() + 1e-30
         num_dead = int(dead.sum())
-        drawn = torch.multinomial(weights, num_dead, replacement=num_dead > len(flat))
+        drawn = torch.multinomial(_draw_weights(errors), num_dead, replacement=num_dead > len(flat))
         candidates = flat[drawn]
         _broadcast_from_rank0(candidates)
         self._set_codes(dead, candidates, torch.full_like(self.cluster_size[dead], self.restart_threshold))
+
+    def _restart_on_device(self, flat: Tensor, weights: Tensor, dead: Tensor) -> None:
+        """The restart of :meth:`_restart_dead` with no host-device synchronisation: every step draws
+        ``min(K, N)`` distinct vectors (the first ``m`` of a draw without replacement are a draw of ``m``),
+        the j-th dead code takes the j-th (cycling when more codes than vectors are dead), and ``where``
+        keeps the live codes. Under DDP rank 0's draw is broadcast every step."""
+        drawn = torch.multinomial(weights, min(self.num_codes, len(flat)), replacement=False)
+        slot = (dead.long().cumsum(0) - 1).clamp_(min=0) % len(drawn)
+        candidates = flat[drawn[slot]]
+        _broadcast_from_rank0(candidates)
+        size = torch.full_like(self.cluster_size, self.restart_threshold)
+        self.cluster_size.copy_(torch.where(dead, size, self.cluster_size))
+        self.codebook.data.copy_(
+            torch.where(dead[:, None], candidates.to(self.codebook.dtype), self.codebook)
+        )
+        if self.ema:
+            self.embed_sum.copy_(torch.where(dead[:, None], candidates * size[:, None], self.embed_sum))
 
     def extra_repr(self) -> str:
         return (
