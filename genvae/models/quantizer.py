@@ -292,11 +292,13 @@ class VectorQuantizer(nn.Module):
     # ------------------------------------------------------------------ codebook maintenance
     @torch.no_grad()
     def _set_codes(self, mask: Tensor, vectors: Tensor, sizes: Tensor) -> None:
-        """Put codes ``mask`` at ``vectors`` with moving-average sizes ``sizes`` (EMA sums to match)."""
-        self.codebook.data[mask] = vectors.to(self.codebook.dtype)
-        self.cluster_size[mask] = sizes
+        """Put codes ``mask`` ``[K]`` at the matching rows of ``vectors`` ``[K, D]`` with moving-average sizes
+        ``sizes`` ``[K]`` (EMA sums to match); the other codes stay. ``where``, not a masked assignment,
+        so that nothing is read back to the host."""
+        self.codebook.data.copy_(torch.where(mask[:, None], vectors.to(self.codebook.dtype), self.codebook))
+        self.cluster_size.copy_(torch.where(mask, sizes, self.cluster_size))
         if self.ema:
-            self.embed_sum[mask] = vectors * sizes.unsqueeze(1)
+            self.embed_sum.copy_(torch.where(mask[:, None], vectors * sizes[:, None], self.embed_sum))
 
     @torch.no_grad()
     def _kmeans_init(self, flat: Tensor) -> None:
@@ -326,39 +328,28 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, flat: Tensor, errors: Tensor) -> None:
-        """Move codes with too few assignments onto vectors drawn with probability ~ their squared error.
+        """Move codes with too few assignments onto vectors drawn with probability ~ their squared error;
+        the j-th dead code takes the j-th draw.
 
-        On a CPU the host decides whether any code is dead (free there) and draws exactly as many vectors;
-        on an accelerator, where that read would wait for the device every step, :meth:`_restart_on_device`
-        does the same without reading anything back."""
+        On a CPU the host decides whether any code is dead (free there) and draws exactly as many vectors.
+        On an accelerator, where that read would wait for the device every step, every step draws
+        ``min(K, N)`` distinct vectors instead (the first ``m`` of a draw without replacement are a draw of
+        ``m``; more dead codes than vectors cycle through them) and :meth:`_set_codes` keeps the live codes,
+        so nothing is read back; under DDP rank 0's draw is then broadcast every step."""
         dead = self.cluster_size < self.restart_threshold  # identical on every rank (all-reduced counts)
         if dead.device.type != "cpu" or self.sync_free_restarts:
-            self._restart_on_device(flat, _draw_weights(errors), dead)
+            drawn = torch.multinomial(
+                _draw_weights(errors), min(self.num_codes, len(flat)), replacement=False
+            )
+        elif bool(dead.any()):
+            num_dead = int(dead.sum())
+            drawn = torch.multinomial(_draw_weights(errors), num_dead, replacement=num_dead > len(flat))
+        else:
             return
-        if not bool(dead.any()):
-            return
-        num_dead = int(dead.sum())
-        drawn = torch.multinomial(_draw_weights(errors), num_dead, replacement=num_dead > len(flat))
-        candidates = flat[drawn]
-        _broadcast_from_rank0(candidates)
-        self._set_codes(dead, candidates, torch.full_like(self.cluster_size[dead], self.restart_threshold))
-
-    def _restart_on_device(self, flat: Tensor, weights: Tensor, dead: Tensor) -> None:
-        """The restart of :meth:`_restart_dead` with no host-device synchronisation: every step draws
-        ``min(K, N)`` distinct vectors (the first ``m`` of a draw without replacement are a draw of ``m``),
-        the j-th dead code takes the j-th (cycling when more codes than vectors are dead), and ``where``
-        keeps the live codes. Under DDP rank 0's draw is broadcast every step."""
-        drawn = torch.multinomial(weights, min(self.num_codes, len(flat)), replacement=False)
         slot = (dead.long().cumsum(0) - 1).clamp_(min=0) % len(drawn)
         candidates = flat[drawn[slot]]
         _broadcast_from_rank0(candidates)
-        size = torch.full_like(self.cluster_size, self.restart_threshold)
-        self.cluster_size.copy_(torch.where(dead, size, self.cluster_size))
-        self.codebook.data.copy_(
-            torch.where(dead[:, None], candidates.to(self.codebook.dtype), self.codebook)
-        )
-        if self.ema:
-            self.embed_sum.copy_(torch.where(dead[:, None], candidates * size[:, None], self.embed_sum))
+        self._set_codes(dead, candidates, torch.full_like(self.cluster_size, self.restart_threshold))
 
     def extra_repr(self) -> str:
         return (
