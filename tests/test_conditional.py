@@ -103,6 +103,8 @@ def test_missing_or_unexpected_condition_is_a_config_error() -> None:
         conditional.decode(torch.zeros(2, 4), {"label": torch.zeros(2), "slant": torch.zeros(2)})
     with pytest.raises(ConfigError, match=r"classes must lie in \[0, 10\)"):
         conditional.decode(torch.zeros(2, 4), {"label": torch.tensor([3, 10])})
+    with pytest.raises(ConfigError, match=r"classes must lie in \[0, 10\)"):
+        conditional.decode(torch.zeros(2, 4), {"label": torch.tensor([-1, 3])})  # not class 9
     with pytest.raises(ConfigError, match="VAE is not conditional"):
         VAE(latent_dim=4).decode(torch.zeros(2, 4), {"label": torch.zeros(2)})
     with pytest.raises(ConfigError, match="model.condition"):

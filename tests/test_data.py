@@ -130,6 +130,15 @@ def test_label_count_mismatch_is_reported(tmp_path: Path) -> None:
         MNISTDataModule(root=str(tmp_path), source="test").setup()
 
 
+def test_labels_outside_the_classes_are_reported(tmp_path: Path) -> None:
+    images, labels = fake_digits(10, 0)
+    labels[3] = 12  # uint8 in the IDX file: a negative label cannot be written
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(ConfigError, match=r"t10k-labels-idx1-ubyte: labels must be classes in \[0, 10\)"):
+        MNISTDataModule(root=str(tmp_path), source="test").setup()
+
+
 def test_real_t10k(shared_mnist: Path) -> None:
     digest = hashlib.md5((shared_mnist / "t10k-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     assert digest == "9fb629c4189551a2d022fa330f9573f3"

@@ -21,6 +21,7 @@ from torch import Tensor
 from genvae.cli import main
 from genvae.models import VAE
 from genvae.models.running_means import RunningMeans
+from genvae.utils import sync
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "experiments" / "smoke.yaml")
@@ -185,8 +186,19 @@ FAMILIES = {
         "{channels: [8, 16]}",
         "--model.init_args.num_codes",
         "16",
-        "--model.init_args.restart_dead",
-        "false",
+    ],
+    "cvae": ["--config", SMOKE, "--model.init_args.condition", "[label]"],
+    "arvae_conditional": [
+        "--config",
+        SMOKE,
+        "--model.class_path",
+        "genvae.models.ARVAE",
+        "--model.init_args.latent_dim",
+        "8",
+        "--model.init_args.condition",
+        "[label]",
+        "--data.init_args.attributes",
+        "true",
     ],
     "classifier": [
         "--config",
@@ -201,16 +213,75 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_no_host_conversion_between_logging_steps(
-    family: str, tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    """smoke.yaml on 180 digits, batch 32, 2 epochs: 10 steps, log_every_n_steps 5: steps 4 and 9 log (and
-    end their epochs); the first step may set things up."""
+PRIORS = {"prior": [], "prior_conditional": ["--model.init_args.condition", "[label]"]}
+
+
+@pytest.fixture(scope="module")
+def smoke_vqvae(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VQ-VAE checkpoint of FAMILIES["vqvae"] (3 steps), the first stage of the priors."""
+    root = tmp_path_factory.mktemp("vqvae")
     main(
         [
             "fit",
-            *FAMILIES[family],
+            *FAMILIES["vqvae"],
+            "--data.init_args.root",
+            str(tiny_mnist),
+            "--data.init_args.cache_dir",
+            str(root / "cache"),
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    (checkpoint,) = root.rglob("*.ckpt")
+    return checkpoint
+
+
+def prior_args(family: str, vqvae_checkpoint: Path) -> list[str]:
+    return [
+        "--config",
+        SMOKE,
+        "--model.class_path",
+        "genvae.models.VQPrior",
+        "--model.init_args.vqvae_checkpoint",
+        str(vqvae_checkpoint),
+        "--model.init_args.d_model",
+        "16",
+        "--model.init_args.num_layers",
+        "1",
+        "--model.init_args.num_heads",
+        "2",
+        "--model.init_args.num_samples",
+        "4",
+        *PRIORS[family],
+    ]
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, *PRIORS])
+def test_no_host_conversion_between_logging_steps(
+    family: str,
+    tiny_mnist: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """smoke.yaml on 180 digits, batch 32, 2 epochs: 10 steps, log_every_n_steps 5: steps 4 and 9 log (and
+    end their epochs); the first step may set things up. The models take the paths they take on an
+    accelerator (a CPU may read back what lives in host memory: the VQ-VAE's dead-code flag, the labels'
+    range), the VQ-VAE restarting dead codes every step."""
+    monkeypatch.setattr(sync, "SIMULATE_ACCELERATOR", True)
+    in_prior = family in PRIORS
+    args = prior_args(family, request.getfixturevalue("smoke_vqvae")) if in_prior else FAMILIES[family]
+    main(
+        [
+            "fit",
+            *args,
             "--data.init_args.root",
             str(tiny_mnist),
             "--data.init_args.cache_dir",

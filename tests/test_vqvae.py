@@ -18,6 +18,7 @@ from genvae.data import MNISTDataModule
 from genvae.errors import ConfigError
 from genvae.models import VAE, VQVAE, VQPrior
 from genvae.models.quantizer import VectorQuantizer, code_usage, kmeans, perplexity
+from genvae.utils import sync
 
 from .conftest import REPO
 
@@ -153,11 +154,11 @@ def test_kmeans_finds_separated_clusters_and_initialises_the_codebook() -> None:
 
 
 @pytest.mark.parametrize("sync_free", [False, True], ids=["host-checked", "on-device"])
-def test_dead_codes_restart_on_encoder_outputs(sync_free: bool) -> None:
+def test_dead_codes_restart_on_encoder_outputs(sync_free: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "SIMULATE_ACCELERATOR", sync_free)  # True: what every accelerator runs
     torch.manual_seed(0)
     centers, points = four_clusters(10)
     quantizer = VectorQuantizer(num_codes=4, code_dim=2, decay=0.5, restart_dead=True).train()
-    quantizer.sync_free_restarts = sync_free  # what every accelerator runs
     with torch.no_grad():
         quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [5.0, 10.0], [-500.0, -500.0]]))
     quantizer(grid(points))
@@ -182,7 +183,7 @@ def test_restart_on_device_reads_nothing_back_and_draws_distinct_vectors(
     torch.manual_seed(0)
     _, points = four_clusters(1)  # 4 distinct vectors
     quantizer = VectorQuantizer(num_codes=6, code_dim=2, ema=True, decay=0.5, restart_dead=True).train()
-    quantizer.sync_free_restarts = True
+    monkeypatch.setattr(sync, "SIMULATE_ACCELERATOR", True)
     with torch.no_grad():
         far = torch.tensor([[0.0, 0.0], [-500.0, 0.0], [0.0, -500.0], [-500.0, -500.0], [500.0, -500.0]])
         quantizer.codebook.copy_(torch.cat([far, torch.tensor([[-900.0, 900.0]])]))
@@ -230,7 +231,7 @@ def _ddp_worker(rank: int, port: int, vectors: torch.Tensor, out_dir: str, sync_
     try:
         torch.manual_seed(rank)  # ranks draw different restart candidates; rank 0's must win
         quantizer = VectorQuantizer(num_codes=3, code_dim=1, ema=True, decay=0.9, restart_dead=0.95).train()
-        quantizer.sync_free_restarts = sync_free
+        sync.SIMULATE_ACCELERATOR = sync_free
         quantizer.codebook.copy_(torch.tensor([[0.0], [10.0], [100.0]]))
         quantizer.embed_sum.copy_(quantizer.codebook)
         quantizer(grid(vectors[rank]))
@@ -404,6 +405,9 @@ def test_class_conditional_prior(vqvae_checkpoint: Path) -> None:
         prior.sample(2)
     with pytest.raises(ConfigError, match="VQPrior is not conditional"):
         plain.sample(2, condition={"label": torch.zeros(2)})
+    for label in (10, -1):
+        with pytest.raises(ConfigError, match=r"condition label: classes must lie in \[0, 10\)"):
+            prior.sample(2, condition={"label": torch.tensor([3, label])})
     with pytest.raises(ConfigError, match=r"conditioned on \[label\] only"):
         VQPrior(**options, condition=["thickness"])
 

@@ -312,6 +312,8 @@ class MNISTDataModule(L.LightningDataModule):
             )
         if labels.shape != images.shape[:1]:
             raise ConfigError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise ConfigError(f"{label_path}: labels must be classes in [0, {self.num_classes})")
         tensors = {"label": labels.long()}
         generated_in = None
         if self.dataset == CAUSAL_DATASET:

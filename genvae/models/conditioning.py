@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.data.attributes import ATTRIBUTE_NAMES
 from genvae.errors import ConfigError
+from genvae.utils.sync import reads_are_free
 
 __all__ = [
     "LABEL",
@@ -30,6 +32,7 @@ __all__ = [
     "Condition",
     "ConditionEmbedding",
     "batch_condition",
+    "check_labels",
     "check_condition_names",
     "condition_names",
     "condition_kwargs",
@@ -54,6 +57,18 @@ def check_condition_names(names: Sequence[str] | None, key: str = "model.conditi
             + (f" (unknown: {unknown})" if unknown else "")
         )
     return names
+
+
+def check_labels(label: Tensor, num_classes: int = NUM_CLASSES) -> None:
+    """A ConfigError when a class label lies outside ``[0, num_classes)``, checked where reading the labels
+    back is free (:func:`~genvae.utils.sync.reads_are_free`: a CPU run, or labels passed from the host).
+
+    On an accelerator the check would make the host wait for the device at every training step; there the
+    lookup that consumes the labels (``F.embedding``, which does not wrap negative indices as ``tensor[idx]``
+    does) fails with a device-side assert instead. The datamodule checks the labels of its files once, on load.
+    """
+    if reads_are_free(label) and label.numel() and not 0 <= label.min() <= label.max() < num_classes:
+        raise ConfigError(f"condition label: classes must lie in [0, {num_classes})")
 
 
 class ConditionEmbedding(nn.Module):
@@ -109,16 +124,10 @@ class ConditionEmbedding(nn.Module):
         parts = []
         if LABEL in self.names:
             label = condition[LABEL].long()
-            # checked on the host only where the labels are (no device sync per step): on a GPU an
-            # out-of-range class fails the row lookup below with a device-side assert instead
-            if (
-                label.device.type == "cpu"
-                and label.numel()
-                and not 0 <= label.min() <= label.max() < self.num_classes
-            ):
-                raise ConfigError(f"condition label: classes must lie in [0, {self.num_classes})")
+            check_labels(label, self.num_classes)
             label = label.to(self.attribute_mean.device)
-            parts.append(torch.eye(self.num_classes, device=label.device)[label])  # one-hot rows
+            one_hot = torch.eye(self.num_classes, device=label.device)
+            parts.append(F.embedding(label, one_hot))  # the one-hot rows
         if self.attribute_names:
             values = torch.stack(
                 [condition[name].to(self.attribute_mean).float() for name in self.attribute_names], 1

@@ -36,7 +36,14 @@ from torchvision.utils import make_grid
 from genvae.checkpoints import read_checkpoint
 from genvae.errors import ConfigError
 from genvae.models.base import Batch, StagedModule
-from genvae.models.conditioning import LABEL, NUM_CLASSES, Condition, batch_condition, draw_condition
+from genvae.models.conditioning import (
+    LABEL,
+    NUM_CLASSES,
+    Condition,
+    batch_condition,
+    check_labels,
+    draw_condition,
+)
 from genvae.models.dropout import use_fast_dropout
 from genvae.models.optim import adam
 from genvae.models.vqvae import VQVAE
@@ -211,12 +218,11 @@ class VQPrior(StagedModule):
         if not condition or LABEL not in condition or set(condition) != {LABEL}:
             given = sorted(condition or {})
             raise ConfigError(f"VQPrior needs condition ['label'] (given: {given})")
-        label = condition[LABEL].long().to(self.class_embedding.weight.device)
+        label = condition[LABEL].long()
         if len(label) != n:
             raise ConfigError(f"VQPrior: condition label has {len(label)} entries for {n} sequences")
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= NUM_CLASSES):
-            raise ConfigError(f"condition label: classes must lie in [0, {NUM_CLASSES})")
-        return self.class_embedding(label)
+        check_labels(label)  # before the move to the model's device: free for labels passed from the host
+        return self.class_embedding(label.to(self.class_embedding.weight.device))
 
     def logits(self, codes: Tensor, condition: Condition | None = None) -> Tensor:
         """Logits ``[B, L, K]`` of each code given the codes before it (and the class, for a conditional

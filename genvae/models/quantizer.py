@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvae.errors import ConfigError
+from genvae.utils.sync import reads_are_free
 
 __all__ = [
     "QuantizerOutput",
@@ -161,9 +162,6 @@ class VectorQuantizer(nn.Module):
             number of vectors assigned to a code per training step below which it is restarted.
         cosine: quantize l2-normalised vectors to l2-normalised codes (cosine-similarity lookup).
     """
-
-    #: Restart dead codes on the device, without a host read, also on a CPU (an accelerator always does).
-    sync_free_restarts: bool = False
 
     codebook: Tensor
     cluster_size: Tensor
@@ -337,7 +335,7 @@ class VectorQuantizer(nn.Module):
         ``m``; more dead codes than vectors cycle through them) and :meth:`_set_codes` keeps the live codes,
         so nothing is read back; under DDP rank 0's draw is then broadcast every step."""
         dead = self.cluster_size < self.restart_threshold  # identical on every rank (all-reduced counts)
-        if dead.device.type != "cpu" or self.sync_free_restarts:
+        if not reads_are_free(dead):
             drawn = torch.multinomial(
                 _draw_weights(errors), min(self.num_codes, len(flat)), replacement=False
             )
