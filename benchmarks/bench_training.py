@@ -220,7 +220,9 @@ def steps_per_epoch(name: str, data: str, device: str) -> int:
     """Training steps of one epoch of workload ``name``, built as ``genvae fit`` builds it; prepares its data
     (the attribute cache), outside any timing."""
     from genvae.cli import build_cli
+    from genvae.utils.console import silence_unactionable_notices
 
+    silence_unactionable_notices()  # as genvae and the children do: no Lightning adverts in the log
     with mock.patch.object(sys, "argv", sys.argv[:1]):  # the config is the argument list, not this command
         datamodule = build_cli(config_args(WORKLOADS[name], data, device), run=False).datamodule
     datamodule.prepare_data()
