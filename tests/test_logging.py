@@ -23,6 +23,8 @@ from genvae.models import VAE
 from genvae.models.running_means import RunningMeans
 from genvae.utils import sync
 
+from .test_cli import checkpoint_of
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "experiments" / "smoke.yaml")
 
@@ -163,18 +165,19 @@ class CountConversions(L.Callback):
             setattr(torch.Tensor, name, original)
 
 
+ARVAE = [
+    "--config",
+    SMOKE,
+    "--model.class_path",
+    "genvae.models.ARVAE",
+    "--model.init_args.latent_dim",
+    "8",
+    "--data.init_args.attributes",
+    "true",
+]
 FAMILIES = {
     "vae": ["--config", SMOKE],
-    "arvae": [
-        "--config",
-        SMOKE,
-        "--model.class_path",
-        "genvae.models.ARVAE",
-        "--model.init_args.latent_dim",
-        "8",
-        "--data.init_args.attributes",
-        "true",
-    ],
+    "arvae": ARVAE,
     "vqvae": [
         "--config",
         SMOKE,
@@ -188,18 +191,7 @@ FAMILIES = {
         "16",
     ],
     "cvae": ["--config", SMOKE, "--model.init_args.condition", "[label]"],
-    "arvae_conditional": [
-        "--config",
-        SMOKE,
-        "--model.class_path",
-        "genvae.models.ARVAE",
-        "--model.init_args.latent_dim",
-        "8",
-        "--model.init_args.condition",
-        "[label]",
-        "--data.init_args.attributes",
-        "true",
-    ],
+    "arvae_conditional": [*ARVAE, "--model.init_args.condition", "[label]"],
     "classifier": [
         "--config",
         SMOKE,
@@ -217,29 +209,9 @@ PRIORS = {"prior": [], "prior_conditional": ["--model.init_args.condition", "[la
 
 
 @pytest.fixture(scope="module")
-def smoke_vqvae(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A VQ-VAE checkpoint of FAMILIES["vqvae"] (3 steps), the first stage of the priors."""
-    root = tmp_path_factory.mktemp("vqvae")
-    main(
-        [
-            "fit",
-            *FAMILIES["vqvae"],
-            "--data.init_args.root",
-            str(tiny_mnist),
-            "--data.init_args.cache_dir",
-            str(root / "cache"),
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.max_steps",
-            "3",
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
-    (checkpoint,) = root.rglob("*.ckpt")
-    return checkpoint
+def vqvae_checkpoint(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """experiments/vqvae.yaml after one step: the first stage of the priors."""
+    return checkpoint_of("vqvae", tiny_mnist, tmp_path_factory.mktemp("vqvae"))
 
 
 def prior_args(family: str, vqvae_checkpoint: Path) -> list[str]:
@@ -277,7 +249,7 @@ def test_no_host_conversion_between_logging_steps(
     range), the VQ-VAE restarting dead codes every step."""
     monkeypatch.setattr(sync, "SIMULATE_ACCELERATOR", True)
     in_prior = family in PRIORS
-    args = prior_args(family, request.getfixturevalue("smoke_vqvae")) if in_prior else FAMILIES[family]
+    args = prior_args(family, request.getfixturevalue("vqvae_checkpoint")) if in_prior else FAMILIES[family]
     main(
         [
             "fit",
