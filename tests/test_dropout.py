@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genvae.models.dropout import Dropout, dropout, keep_mask, use_fast_dropout
+from genvae.models.dropout import Dropout, causal_attention, dropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
@@ -65,6 +65,24 @@ def test_use_fast_dropout_replaces_every_dropout_module_and_keeps_the_state_dict
     encoder.eval()
     x = torch.randn(2, 5, 16)
     assert torch.equal(encoder(x), encoder(x))  # eval: no dropout
+
+
+def test_causal_attention_is_sdpa_and_masks_the_weights_with_the_fast_dropout() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 7, 8).unbind(0)
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(causal_attention(q, k, v, 0.1, training=False), sdpa)
+    assert torch.equal(causal_attention(q, k, v, 0.0), sdpa)
+    # dropping on a CPU: the causal softmax weights, masked and scaled as dropout() does, times v
+    weights = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(torch.ones(7, 7).triu(1).bool(), float("-inf"))
+    torch.manual_seed(5)
+    expected = dropout(weights.softmax(-1), 0.3) @ v
+    torch.manual_seed(5)
+    torch.testing.assert_close(causal_attention(q, k, v, 0.3), expected)
+    torch.manual_seed(5)
+    changed = v.clone()
+    changed[:, :, 4:] += 1  # later positions: the first four outputs cannot see them
+    torch.testing.assert_close(causal_attention(q, k, changed, 0.3)[:, :, :4], expected[:, :, :4])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

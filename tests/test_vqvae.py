@@ -412,6 +412,21 @@ def test_class_conditional_prior(vqvae_checkpoint: Path) -> None:
         VQPrior(**options, condition=["thickness"])
 
 
+def test_prior_transformer_computes_what_nn_transformer_encoder_computes(vqvae_checkpoint: Path) -> None:
+    """VQPrior._transform runs the layers of its nn.TransformerEncoder batch first with its own attention;
+    without dropout both give the same hidden states."""
+    torch.manual_seed(0)
+    prior = VQPrior(
+        vqvae_checkpoint=str(vqvae_checkpoint), d_model=32, num_layers=2, num_heads=4, dropout=0.0
+    )
+    hidden = torch.randn(3, 49, 32)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(49)
+    for training in (False, True):
+        prior.train(training)
+        reference = prior.transformer(hidden, mask=mask, is_causal=True)
+        torch.testing.assert_close(prior._transform(hidden), reference, atol=1e-5, rtol=1e-5)
+
+
 def save_prior(prior: VQPrior, path: Path) -> Path:
     """A checkpoint of ``prior`` as ``load_from_checkpoint`` reads it."""
     state = {

@@ -9,6 +9,9 @@ kept when its 16-bit word is at or above ``round(p * 2**16)``, so it is dropped 
 the keep probability (unbiased, as ``F.dropout``). On other devices ``F.dropout`` is already a fused
 kernel and is used unchanged. Both draw from torch's generator of the tensor's device, so
 ``seed_everything`` and checkpointed generator states make runs reproducible and resumable.
+
+:func:`causal_attention` does the same for the dropout on attention weights, which ``nn.MultiheadAttention``
+and ``F.scaled_dot_product_attention`` draw with ``bernoulli_`` inside the attention computation.
 """
 
 from __future__ import annotations
@@ -60,3 +63,20 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
         else:
             use_fast_dropout(child)
     return module
+
+
+def causal_attention(query: Tensor, key: Tensor, value: Tensor, p: float, training: bool = True) -> Tensor:
+    """Causal self-attention ``dropout(softmax(q k^T / sqrt(d) + causal mask)) v`` of ``[B, heads, L, d]``
+    tensors, the computation of ``F.scaled_dot_product_attention(..., dropout_p=p, is_causal=True)`` (Vaswani et
+    al. 2017, eq. 1, with dropout on the weights as torch applies it).
+
+    Computed by that function, except when dropping on a CPU: there its math path draws the weights' mask
+    element by element (``bernoulli_``), so the weights are formed here and masked by :func:`dropout`."""
+    if not training or p == 0.0 or query.device.type != "cpu":
+        return F.scaled_dot_product_attention(
+            query, key, value, dropout_p=p if training else 0.0, is_causal=True
+        )
+    length = query.shape[-2]
+    future = torch.ones(length, length, dtype=torch.bool, device=query.device).triu_(1)
+    weights = (query @ key.transpose(-1, -2)).mul_(query.shape[-1] ** -0.5).masked_fill_(future, -math.inf)
+    return dropout(weights.softmax(-1), p) @ value
