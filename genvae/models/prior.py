@@ -79,6 +79,21 @@ def load_frozen(cls: type[L.LightningModule], path: Path, key: str, **overrides:
     return model.eval()
 
 
+def _heads(layer: nn.TransformerEncoderLayer, hidden: Tensor) -> Tensor:
+    """Queries, keys and values ``[..., 3, heads, d_head]`` of a pre-norm layer's attention for ``hidden``
+    ``[..., d]``: its packed input projection of ``norm1(hidden)``, split into heads."""
+    attention = layer.self_attn
+    projected = F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
+    return projected.unflatten(-1, (3, attention.num_heads, attention.head_dim))
+
+
+def _feedforward(layer: nn.TransformerEncoderLayer, hidden: Tensor) -> Tensor:
+    """``hidden`` plus a pre-norm layer's feed-forward block of it (its dropout modules are identities in
+    eval mode)."""
+    inner = layer.dropout(layer.activation(layer.linear1(layer.norm2(hidden))))
+    return hidden + layer.dropout2(layer.linear2(inner))
+
+
 class VQPrior(StagedModule):
     """Causal transformer prior p(c) = prod_i p(c_i | c_<i) over the codes of a frozen VQ-VAE.
 
@@ -242,17 +257,10 @@ class VQPrior(StagedModule):
         :func:`~genvae.models.dropout.causal_attention`."""
         n, length, width = hidden.shape
         for layer in self.transformer.layers:
-            attention = layer.self_attn
-            query, key, value = (
-                F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
-                .view(n, length, 3, attention.num_heads, -1)
-                .permute(2, 0, 3, 1, 4)
-            )
-            attended = causal_attention(query, key, value, attention.dropout, self.training)
+            query, key, value = _heads(layer, hidden).permute(2, 0, 3, 1, 4)  # [n, heads, L, d_head] each
+            attended = causal_attention(query, key, value, layer.self_attn.dropout, self.training)
             attended = attended.transpose(1, 2).reshape(n, length, width)
-            hidden = hidden + layer.dropout1(attention.out_proj(attended))
-            feedforward = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(hidden)))))
-            hidden = hidden + layer.dropout2(feedforward)
+            hidden = _feedforward(layer, hidden + layer.dropout1(layer.self_attn.out_proj(attended)))
         return hidden
 
     @torch.no_grad()
@@ -281,18 +289,12 @@ class VQPrior(StagedModule):
         if token is not None:
             x = x + token
         for layer, (keys, values) in zip(self.transformer.layers, cache, strict=True):
-            attention = layer.self_attn
-            heads = attention.num_heads
-            query, key, value = F.linear(
-                layer.norm1(x), attention.in_proj_weight, attention.in_proj_bias
-            ).chunk(3, dim=-1)
-            keys[:, :, position] = key.view(len(x), heads, -1)
-            values[:, :, position] = value.view(len(x), heads, -1)
+            query, key, value = _heads(layer, x).unbind(1)  # [n, heads, d_head] each
+            keys[:, :, position], values[:, :, position] = key, value
             attended = F.scaled_dot_product_attention(
-                query.view(len(x), heads, 1, -1), keys[:, :, : position + 1], values[:, :, : position + 1]
+                query.unsqueeze(2), keys[:, :, : position + 1], values[:, :, : position + 1]
             )
-            x = x + attention.out_proj(attended.reshape(len(x), -1))
-            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+            x = _feedforward(layer, x + layer.self_attn.out_proj(attended.reshape(len(x), -1)))
         return self.head(self.norm(x)).float()
 
     @torch.no_grad()
