@@ -3,8 +3,9 @@
 At the end of the test epoch the model's :class:`~genvae.latent.control.AttributeControl` is calibrated on
 the first ``calibration_images`` training images (the datamodule's train split; the test images after the
 evaluated ones when there is none), saved as ``<checkpoint stem>.control.json`` beside the tested checkpoint
-(``genvae edit`` loads it from there), and evaluated on the first ``num_images`` test digits with
-:func:`~genvae.latent.evaluation.control_evaluation`. In YAML::
+with the key of its fit (``genvae edit`` and ``genvae sample`` read it from there when they would fit the
+same: :meth:`~genvae.latent.control.AttributeControl.cached`), and evaluated on the first ``num_images``
+test digits with :func:`~genvae.latent.evaluation.control_evaluation`. In YAML::
 
     trainer:
       callbacks:
@@ -40,7 +41,7 @@ from genvae.data.attributes import (
 )
 from genvae.errors import ConfigError
 from genvae.latent.class_latents import ClassLatents, has_class_latents
-from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
+from genvae.latent.control import CACHE_KIND, VERSION, AttributeControl, calibration_path, check_flat_latent
 from genvae.latent.evaluation import (
     DEFAULT_PHYSICAL_EDITS,
     DEFAULT_STEPS,
@@ -49,6 +50,7 @@ from genvae.latent.evaluation import (
     control_evaluation,
     control_table,
 )
+from genvae.latent.fitted import fit_key
 from genvae.latent.grid import edit_grid, format_request, grid_figure
 from genvae.models.conditioning import batch_condition
 from genvae.utils.atomic import atomic_write_bytes
@@ -192,7 +194,9 @@ class AttributeControlEvaluation(L.Callback):
         control = AttributeControl.fit(
             pl_module, images, attributes.to(device), names, rounds=self.rounds, condition=condition
         )
-        control.save(self._output(trainer, "control.json"))
+        checkpoint = checkpoint_file(trainer)
+        key = None if checkpoint is None else fit_key(CACHE_KIND, VERSION, pl_module, checkpoint, rows)
+        control.save(self._output(trainer, "control.json"), key)
         classify = None if self.classifier is None else self.classifier.to(device)
         labels = test.get("label")
         results = control_evaluation(
@@ -249,6 +253,12 @@ class AttributeControlEvaluation(L.Callback):
             log_image(trainer, f"{PREFIX}/grid/{name}", figure_to_array(figure))
 
 
+def checkpoint_file(trainer: L.Trainer) -> Path | None:
+    """The checkpoint file the trainer's model was loaded from (``--ckpt_path``), or None."""
+    path = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+    return path if path is not None and path.is_file() else None
+
+
 def saved_or_fitted_control(
     trainer: L.Trainer,
     pl_module: L.LightningModule,
@@ -257,51 +267,60 @@ def saved_or_fitted_control(
     rounds: int = 6,
     who: str = "AttributeControl",
 ) -> AttributeControl | None:
-    """The calibration saved beside the tested checkpoint when it covers ``names``, else one fitted on the
-    first ``calibration_images`` training images (under their own condition, for a conditional model);
-    None for a model without a flat latent or no attributes to edit."""
+    """The calibration saved beside the tested checkpoint when it was fitted from that checkpoint and covers
+    ``names`` (:meth:`AttributeControl.cached`, on any data: :class:`AttributeControlEvaluation`'s of the
+    same test run, or ``genvae edit``'s), else one fitted on the first ``calibration_images`` training
+    images (under their own condition, for a conditional model) and not saved; None for a model without a
+    flat latent or no attributes to edit."""
     if not names or not isinstance(getattr(pl_module, "latent_dim", None), int):
         return None
-    if trainer.ckpt_path and calibration_path(trainer.ckpt_path).is_file():
-        control = AttributeControl.load(calibration_path(trainer.ckpt_path), pl_module, rounds=rounds)
-        if set(names) <= set(control.calibrations):
-            return control
     train = AttributeControlEvaluation._train_split(trainer)
-    if train is None or len(train["image"]) < 3:
-        raise ConfigError(
-            f"{who}: no saved calibration and no training split to fit one on; list "
-            "AttributeControlEvaluation before this callback or give the datamodule a train split"
-        )
-    images = train["image"][:calibration_images].to(pl_module.device)
-    images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
-    # intensity (an AR-VAE of the causal Morpho-MNIST regularizes it) needs the seven-column measure
-    seven = any(name not in ATTRIBUTE_NAMES for name in names)
-    measure = all_attributes if seven else morpho_attributes
-    columns = ALL_ATTRIBUTE_NAMES if seven else ATTRIBUTE_NAMES
-    attributes = train.get("attributes")
-    if attributes is None or tuple(getattr(trainer.datamodule, "attribute_names", ())) != columns:
-        attributes = measure(images)
-    attributes = attributes[: len(images)].to(pl_module.device)
     rows = {
-        k: v[: len(images)].to(pl_module.device) for k, v in train.items() if k in ("label", "attributes")
+        k: v[:calibration_images] for k, v in (train or {}).items() if k in ("image", "label", "attributes")
     }
-    return AttributeControl.fit(
-        pl_module,
-        images,
-        attributes,
-        names,
-        rounds=rounds,
-        condition=batch_condition(pl_module, rows),
-        measure=measure,
-        attribute_names=columns,
+
+    def fit() -> AttributeControl:
+        if train is None or len(train["image"]) < 3:
+            raise ConfigError(
+                f"{who}: no saved calibration and no training split to fit one on; list "
+                "AttributeControlEvaluation before this callback or give the datamodule a train split"
+            )
+        images = rows["image"].to(pl_module.device)
+        images = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+        # intensity (an AR-VAE of the causal Morpho-MNIST regularizes it) needs the seven-column measure
+        seven = any(name not in ATTRIBUTE_NAMES for name in names)
+        measure = all_attributes if seven else morpho_attributes
+        columns = ALL_ATTRIBUTE_NAMES if seven else ATTRIBUTE_NAMES
+        attributes = rows.get("attributes")
+        if attributes is None or tuple(getattr(trainer.datamodule, "attribute_names", ())) != columns:
+            attributes = measure(images)
+        attributes = attributes[: len(images)].to(pl_module.device)
+        on_device = {k: v.to(pl_module.device) for k, v in rows.items() if k in ("label", "attributes")}
+        return AttributeControl.fit(
+            pl_module,
+            images,
+            attributes,
+            names,
+            rounds=rounds,
+            condition=batch_condition(pl_module, on_device),
+            measure=measure,
+            attribute_names=columns,
+        )
+
+    checkpoint = checkpoint_file(trainer)
+    if checkpoint is None:
+        return fit()
+    return AttributeControl.cached(
+        checkpoint, pl_module, rows, names, fit, any_data=True, save=False, rounds=rounds
     )
 
 
 def class_latents_of(trainer: L.Trainer, pl_module: L.LightningModule) -> ClassLatents | None:
     """The :class:`~genvae.latent.class_latents.ClassLatents` of a label-conditional model with a flat
-    latent, fitted on the whole training split of the datamodule (each digit under its own condition);
-    None for any other model or without a labelled training split."""
+    latent, fitted on the whole training split of the datamodule (each digit under its own condition) and
+    cached beside the tested checkpoint (read back from there when it was fitted on the same checkpoint and
+    data); None for any other model or without a labelled training split."""
     train = AttributeControlEvaluation._train_split(trainer)
     if not has_class_latents(pl_module) or train is None or "label" not in train:
         return None
-    return ClassLatents.fit_split(pl_module, train)
+    return ClassLatents.fit_split(pl_module, train, checkpoint_file(trainer))

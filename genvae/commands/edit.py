@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -35,7 +36,8 @@ import torch
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError, exit_on_config_error
 from genvae.latent.class_latents import ClassLatents, held_attributes, label_edit
-from genvae.latent.control import AttributeControl, calibration_path, check_flat_latent
+from genvae.latent.control import AttributeControl, check_flat_latent
+from genvae.latent.fitted import DATA_KEYS
 from genvae.latent.grid import comparison_figure, edit_grid, format_request, grid_figure
 from genvae.models.conditioning import LABEL, NUM_CLASSES, batch_condition
 from genvae.utils.atomic import atomic_write_bytes
@@ -173,31 +175,30 @@ def load_model(
 
 
 def attribute_control(
-    model: L.LightningModule, datamodule: L.LightningDataModule, options: argparse.Namespace
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    options: argparse.Namespace,
+    names: Sequence[str] = ATTRIBUTE_NAMES,
 ) -> AttributeControl:
-    """The saved calibration, or one fitted on training images (under their own condition, for a conditional
-    model) and saved beside the checkpoint. ``options``: ``calibration``, ``ckpt_path``,
-    ``calibration_images``, ``rounds``."""
-    path = Path(options.calibration) if options.calibration else calibration_path(options.ckpt_path)
-    if path.is_file():
-        return AttributeControl.load(path, model, rounds=options.rounds)
+    """The calibration of ``names`` (at least) given with ``--calibration``, else the one cached beside the
+    checkpoint when it was fitted from this checkpoint on the same training images, else one of every
+    attribute fitted on the first ``--calibration_images`` training images (under their own condition, for a
+    conditional model) and cached there (:meth:`AttributeControl.cached`). ``options``: ``calibration``,
+    ``ckpt_path``, ``calibration_images``, ``rounds``."""
     if options.calibration:
-        raise ConfigError(f"--calibration: file {path} not found")
+        return AttributeControl.load(Path(options.calibration), model, rounds=options.rounds)
     train = datamodule.splits["train"]
-    rows = {key: value[: options.calibration_images].to(model.device) for key, value in train.items()}
-    images = rows["image"].float().div(255.0)
-    attributes = rows.get("attributes")
-    attributes = morpho_attributes(images) if attributes is None else attributes
-    condition = batch_condition(model, rows)
-    control = AttributeControl.fit(
-        model, images, attributes.to(model.device), rounds=options.rounds, condition=condition
-    )
-    try:
-        control.save(path)
-        print(f"calibration -> {path}", file=sys.stderr)
-    except OSError as err:
-        warnings.warn(f"genvae edit: cannot save the calibration to {path} ({err})", stacklevel=1)
-    return control
+    rows = {key: value[: options.calibration_images] for key, value in train.items() if key in DATA_KEYS}
+
+    def fit() -> AttributeControl:
+        on_device = {key: value.to(model.device) for key, value in rows.items()}
+        images = on_device["image"].float().div(255.0)
+        attributes = on_device.get("attributes")
+        attributes = morpho_attributes(images) if attributes is None else attributes
+        condition = batch_condition(model, on_device)
+        return AttributeControl.fit(model, images, attributes, rounds=options.rounds, condition=condition)
+
+    return AttributeControl.cached(options.ckpt_path, model, rows, names, fit, rounds=options.rounds)
 
 
 def run(options: argparse.Namespace, overrides: list[str]) -> Path:
@@ -228,8 +229,12 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     condition = batch_condition(model, digits)  # each digit's own, for a conditional model
     rows = [f"#{i}: digit {int(label)}" for i, label in zip(indices, digits["label"].tolist(), strict=True)]
     # a label edit alone needs a calibration only for the attributes it holds (an AR-VAE's thickness, slant)
-    needs_control = requests or grid or (new_label is not None and held_attributes(model))
-    control = attribute_control(model, datamodule, options) if needs_control else AttributeControl(model, {})
+    needed = [
+        *requests,
+        *([grid[0]] if grid else []),
+        *(held_attributes(model) if new_label is not None else []),
+    ]
+    control = attribute_control(model, datamodule, options, needed) if needed else AttributeControl(model, {})
     title = f"{type(model).__name__} {options.ckpt_path.name}"
     if grid is not None:
         name, values = grid
@@ -244,7 +249,7 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
         if new_label is None:
             result = control.apply(images, changes, absolute=absolute, condition=condition)
         else:  # the latent moves to the new class, an AR-VAE's thickness and slant held
-            class_latents = ClassLatents.fit_split(model, datamodule.splits["train"])
+            class_latents = ClassLatents.fit_split(model, datamodule.splits["train"], options.ckpt_path)
             new = torch.full((len(images),), new_label, dtype=torch.long, device=model.device)
             result = label_edit(
                 model,

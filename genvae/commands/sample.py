@@ -80,9 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _class_latents(model: Any, train: Mapping[str, Tensor], prior: str | None) -> ClassLatents | None:
+def _class_latents(
+    model: Any, train: Mapping[str, Tensor], prior: str | None, checkpoint: Path
+) -> ClassLatents | None:
     """The class latents of a label-conditional model with a flat latent (``--prior class``, its default),
-    fitted on the training split; None for ``--prior standard`` and for other models."""
+    fitted on the training split (cached beside the checkpoint); None for ``--prior standard`` and for
+    other models."""
     possible = has_class_latents(model)
     if prior == "standard" or (prior is None and not possible):
         return None
@@ -91,7 +94,7 @@ def _class_latents(model: Any, train: Mapping[str, Tensor], prior: str | None) -
             f"--prior class: {type(model).__name__} is not a label-conditional model with a flat latent "
             "(condition: [label]); use --prior standard"
         )
-    return ClassLatents.fit_split(model, train)
+    return ClassLatents.fit_split(model, train, checkpoint)
 
 
 def _requests(texts: Sequence[str], key: str) -> dict[str, float]:
@@ -176,11 +179,10 @@ def run(options: argparse.Namespace, overrides: list[str]) -> Path:
     asked = {**attributes, **({grid[0]: grid[1][0][0]} if grid else {})}
     check_requests(model, options.label, asked)  # before any calibration: one line for what cannot be served
     train = datamodule.splits["train"]
-    control = (
-        attribute_control(model, datamodule, options) if set(asked) & set(latent_attributes(model)) else None
-    )
+    steered = [name for name in asked if name in latent_attributes(model)]
+    control = attribute_control(model, datamodule, options, steered) if steered else None
 
-    class_latents = _class_latents(model, train, options.prior)
+    class_latents = _class_latents(model, train, options.prior, options.ckpt_path)
     title = f"{type(model).__name__} {options.ckpt_path.name}" + (", class latents" if class_latents else "")
 
     def draw(n: int, label: int | Tensor | None, values: Mapping[str, float]) -> SampleResult:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from genvae.data.attributes import morpho_attributes
 from genvae.errors import ConfigError
 from genvae.latent.control import AttributeControl, EditResult, Reference
+from genvae.latent.fitted import cached_tensors, fit_key, fitted_path
 from genvae.latent.traversal import _device, decode_latents, encode_images, eval_mode
 from genvae.models.conditioning import (
     LABEL,
@@ -58,6 +60,8 @@ __all__ = [
 
 # attributes a label edit keeps: style, not caused by the digit (Morpho-MNIST's causal graph)
 KEPT_UNDER_LABEL_EDITS = ("thickness", "slant")
+CACHE_KIND = "class-latents"  # <checkpoint stem>.class-latents.pt (genvae.latent.fitted)
+CACHE_VERSION = 1  # bump when the fit changes
 
 
 @torch.no_grad()
@@ -137,10 +141,36 @@ class ClassLatents:
         return cls(torch.stack(means).float().to(device), torch.stack(factors).float().to(device), counts)
 
     @classmethod
-    def fit_split(cls, model: nn.Module, split: Mapping[str, Tensor]) -> ClassLatents:
+    def fit_split(
+        cls, model: nn.Module, split: Mapping[str, Tensor], checkpoint: str | Path | None = None
+    ) -> ClassLatents:
         """:meth:`fit` on a data split (``image``, ``label`` and, for attribute conditions, ``attributes``),
-        each digit encoded under its own condition."""
-        return cls.fit(model, split["image"], split[LABEL], batch_condition(model, split))
+        each digit encoded under its own condition.
+
+        With ``checkpoint`` (the file ``model``'s weights were loaded from) the fit is cached beside it as
+        ``<checkpoint stem>.class-latents.pt``, keyed by the checkpoint's and the split's SHA-256
+        (:mod:`genvae.latent.fitted`): a later call on the same checkpoint and data reads it instead of
+        encoding the split again, and gets the same tensors."""
+
+        def fit() -> dict[str, Tensor]:
+            return cls.fit(model, split["image"], split[LABEL], batch_condition(model, split)).tensors()
+
+        if checkpoint is None:
+            return cls.from_tensors(fit(), _device(model))
+        key = fit_key(CACHE_KIND, CACHE_VERSION, model, checkpoint, split)
+        what = f"class latents on {len(split['image'])} training images"
+        return cls.from_tensors(
+            cached_tensors(fitted_path(checkpoint, CACHE_KIND), key, what, fit), _device(model)
+        )
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The fit as named tensors (what :meth:`from_tensors` takes back)."""
+        return {"mean": self.mean, "scale_tril": self.scale_tril, "count": self.count}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor], device: torch.device) -> ClassLatents:
+        """The class latents of :meth:`tensors`, the Gaussians on ``device``."""
+        return cls(tensors["mean"].to(device), tensors["scale_tril"].to(device), tensors["count"].cpu())
 
     @property
     def num_classes(self) -> int:

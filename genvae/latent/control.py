@@ -30,13 +30,17 @@ with the true label, decode with the new one), and attribute requests are then m
 relative to the attributes of the unedited reconstruction.
 
 The calibration is saved as a small JSON file (:meth:`AttributeControl.save`), by convention
-``<checkpoint stem>.control.json`` beside the checkpoint (:func:`calibration_path`).
+``<checkpoint stem>.control.json`` beside the checkpoint (:func:`calibration_path`), with the SHA-256 of its
+content and, when fitted from a checkpoint, the key of that fit (checkpoint and data, :mod:`genvae.latent.fitted`):
+:meth:`AttributeControl.cached` reads it back only for the same checkpoint (and data), and refits otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +52,7 @@ from torch import Tensor, nn
 
 from genvae.data.attributes import ATTRIBUTE_NAMES, morpho_attributes
 from genvae.errors import ConfigError
+from genvae.latent.fitted import FitKey, announce_fit, fit_key, key_mismatch
 from genvae.latent.traversal import decode_latents, encode_images
 from genvae.metrics.disentanglement import interpretability
 from genvae.models.conditioning import Condition, take_condition
@@ -63,7 +68,9 @@ __all__ = [
 ]
 
 FORMAT = "genvae-attribute-control"
-VERSION = 1
+VERSION = 2  # 2: the content's SHA-256 and the fit's key (fitted_on); files of version 1 still load
+READABLE_VERSIONS = (1, 2)
+CACHE_KIND = "control"
 Measure = Callable[[Tensor], Tensor]
 
 
@@ -75,6 +82,12 @@ def calibration_path(checkpoint: str | Path) -> Path:
     """``<checkpoint stem>.control.json`` beside the checkpoint."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.control.json")
+
+
+def _content_sha256(payload: Mapping[str, object]) -> str:
+    """The SHA-256 of a calibration's JSON content, its own ``sha256`` entry left out."""
+    content = {key: value for key, value in payload.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def check_flat_latent(model: nn.Module, who: str = "AttributeControl") -> int:
@@ -316,16 +329,21 @@ class AttributeControl:
             "attributes": {name: cal.to_dict() for name, cal in self.calibrations.items()},
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the calibration as JSON (atomically) and return the path."""
+    def save(self, path: str | Path, key: FitKey | None = None) -> Path:
+        """Write the calibration as JSON (atomically), with the SHA-256 of its content and the ``key`` of
+        the fit when it is one of a checkpoint (:meth:`cached`); return the path."""
         path = Path(path)
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        payload = self.to_dict()
+        if key is not None:
+            payload["fitted_on"] = key.as_dict()
+        payload["sha256"] = _content_sha256(payload)
+        atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
         return path
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module, **kwargs: object) -> AttributeControl:
         """The calibration saved at ``path``, bound to ``model``; a ConfigError naming the file when it is
-        missing, unreadable or made for another model."""
+        missing, unreadable, damaged (its content no longer matches its SHA-256) or made for another model."""
         path = Path(path)
         try:
             payload = json.loads(path.read_text())
@@ -333,18 +351,25 @@ class AttributeControl:
             raise ConfigError(f"{path}: calibration file not found") from None
         except (OSError, ValueError) as err:
             raise ConfigError(f"{path}: unreadable calibration ({err})") from None
+        try:
+            return cls._from_payload(payload, model, **kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    @classmethod
+    def _from_payload(cls, payload: object, model: nn.Module, **kwargs: object) -> AttributeControl:
         if (
             not isinstance(payload, dict)
             or payload.get("format") != FORMAT
-            or payload.get("version") != VERSION
+            or payload.get("version") not in READABLE_VERSIONS
         ):
-            raise ConfigError(
-                f"{path}: not a genvae attribute-control calibration (format {FORMAT} v{VERSION})"
-            )
+            raise ConfigError(f"not a genvae attribute-control calibration (format {FORMAT} v{VERSION})")
+        if "sha256" in payload and payload["sha256"] != _content_sha256(payload):
+            raise ConfigError("damaged calibration (its content does not match its SHA-256)")
         latent_dim = check_flat_latent(model)
         if payload["latent_dim"] != latent_dim or payload["model"] != type(model).__name__:
             raise ConfigError(
-                f"{path}: calibrated for a {payload['model']} with latent_dim {payload['latent_dim']}, not this "
+                f"calibrated for a {payload['model']} with latent_dim {payload['latent_dim']}, not this "
                 f"{type(model).__name__} with latent_dim {latent_dim}; delete it to recalibrate"
             )
         calibrations = {
@@ -359,6 +384,70 @@ class AttributeControl:
             for name, entry in payload["attributes"].items()
         }
         return cls(model, calibrations, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def cached(
+        cls,
+        checkpoint: str | Path,
+        model: nn.Module,
+        data: Mapping[str, Tensor],
+        names: Sequence[str],
+        fit: Callable[[], AttributeControl],
+        *,
+        any_data: bool = False,
+        save: bool = True,
+        **kwargs: object,
+    ) -> AttributeControl:
+        """The calibration of ``model`` (the weights of ``checkpoint``) saved at
+        ``<checkpoint stem>.control.json`` when it was fitted from this checkpoint on ``data`` (the rows
+        it is fitted on: ``image``, ``label``, ``attributes``; on any data with ``any_data``) and calibrates
+        ``names``; else ``fit()``, announced in one line and, with ``save``, saved there with its key.
+        ``kwargs`` (``rounds``, ...) go to the loaded control."""
+        path = calibration_path(checkpoint)
+        key = fit_key(CACHE_KIND, VERSION, model, checkpoint, data)
+        control, cause = cls._read_cached(path, model, key, names, any_data, **kwargs)
+        if control is not None:
+            return control
+        if save or cause is not None:
+            announce_fit(path, f"the attribute calibration on {len(data.get('image', ()))} images", cause)
+        control = fit()
+        if save:
+            try:
+                control.save(path, key)
+            except OSError as err:
+                print(f"genvae: warning: {path}: cannot save the calibration ({err})", file=sys.stderr)
+        return control
+
+    @classmethod
+    def _read_cached(
+        cls,
+        path: Path,
+        model: nn.Module,
+        key: FitKey,
+        names: Sequence[str],
+        any_data: bool,
+        **kwargs: object,
+    ) -> tuple[AttributeControl | None, str | None]:
+        """``(control, None)`` when ``path`` holds a whole calibration of the fit ``key`` (any data with
+        ``any_data``) covering ``names``; else ``(None, why not)``, ``why`` None when there is no file."""
+        if not path.is_file():
+            return None, None
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None, "unreadable (truncated or not JSON)"
+        stored = payload.get("fitted_on") if isinstance(payload, dict) else None
+        cause = key_mismatch(stored, key, ignore=("data",) if any_data else ())
+        if cause is not None:
+            return None, cause
+        try:
+            control = cls._from_payload(payload, model, **kwargs)
+        except ConfigError as err:
+            return None, str(err)
+        missing = [name for name in names if name not in control.calibrations]
+        if missing:
+            return None, f"does not calibrate {missing}"
+        return control, None
 
     # ------------------------------------------------------------------ edits
     def _requests(
