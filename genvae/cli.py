@@ -27,10 +27,10 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from genvae.callbacks import EpochSummary, MetricsJSON
 from genvae.callbacks.guard import FiniteLossGuard, NonFiniteLossError
+from genvae.callbacks.metrics_json import MetricsJSON
 from genvae.callbacks.predictions import PredictionWriter
-from genvae.callbacks.progress import LoggingStepProgressBar
+from genvae.callbacks.progress import EpochSummary, LoggingStepProgressBar
 from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.callbacks.timing import EvaluationTimer
 from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint

@@ -260,6 +260,42 @@ def test_sample_command_draws_from_the_prior_asked_for(
     assert not np.allclose(arrays["class"]["images"], arrays["standard"]["images"])
 
 
+def test_sample_and_edit_share_the_class_latents_cached_beside_the_checkpoint(
+    checkpoints: dict[str, Path], tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The first call fits the class latents and caches them beside the checkpoint; a repeat `genvae sample`
+    and a label edit read them (no fit announced) and the repeat draws the very same digits."""
+    from genvae.cli import main
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(checkpoints["cvae"].read_bytes())
+    cache = tmp_path / "model.class-latents.pt"
+    arrays = []
+    for call in range(2):
+        npz = tmp_path / f"{call}.npz"
+        args = ["--label", "5", "--num", "4", "--npz", str(npz), "--out", str(tmp_path / "s.png")]
+        main(command("sample", "cvae", ckpt, tiny_mnist, *args))
+        err = capsys.readouterr().err
+        assert ("genvae: fitting class latents" in err) == (call == 0), err
+        arrays.append(np.load(npz)["images"])
+    assert cache.is_file() and np.array_equal(arrays[0], arrays[1])
+    main(
+        command(
+            "edit",
+            "cvae",
+            ckpt,
+            tiny_mnist,
+            "--set",
+            "label=3",
+            "--indices",
+            "0:2",
+            "--out",
+            str(tmp_path / "e.png"),
+        )
+    )
+    assert "fitting class latents" not in capsys.readouterr().err
+
+
 def test_edit_command_label_edits(
     checkpoints: dict[str, Path], tiny_mnist: Path, tmp_path: Path, capsys
 ) -> None:
