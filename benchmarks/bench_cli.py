@@ -14,8 +14,10 @@ a rotating order:
 - ``edit first`` / ``edit repeat``: ``genvae edit --set label=3 --indices 0:8`` the same way.
 
 The table reports medians; ``repeat - import`` is the median over repeats of each repeat call's time minus
-the import time of the same repeat (target: within 3 s, issue #38). The JSON under results/bench keeps every
-wall time.
+the import time of the same repeat (target: within 3 s, issue #38). Each repeat also runs
+``python -X importtime -c "import genvae.cli"`` once (untimed) and splits the start-up by package
+(:func:`import_breakdown`): where it goes beyond genvae's own modules. The JSON under results/bench keeps
+every wall time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -61,6 +64,47 @@ def cached_fits(ckpt: Path) -> list[Path]:
     return [*ckpt.parent.glob(f"{ckpt.stem}.*.pt"), *ckpt.parent.glob(f"{ckpt.stem}.control.json")]
 
 
+# packages whose cumulative import time the start-up breakdown reports (each as first imported)
+BREAKDOWN = (
+    "torch",
+    "lightning",
+    "torchmetrics.functional",
+    "torchvision",
+    "torch._dynamo",
+    "scipy.signal",
+    "matplotlib.pyplot",
+)
+
+
+def import_breakdown(report: str) -> dict[str, float]:
+    """Seconds of the start-up by package from ``python -X importtime`` output: ``genvae.cli`` (all of it,
+    cumulative), each :data:`BREAKDOWN` package (cumulative, where it is first imported: Lightning imports
+    torchmetrics, which imports torchvision and scipy) and ``genvae (own modules)``, the sum of the
+    self times of genvae's modules."""
+    cumulative: dict[str, float] = {}
+    own = 0.0
+    for line in report.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        fields = line.removeprefix("import time:").split("|")
+        if not fields[0].strip().isdigit():
+            continue  # the header line
+        name = fields[2].strip()
+        self_us, cumulative_us = int(fields[0]), int(fields[1])
+        cumulative.setdefault(name, cumulative_us / 1e6)
+        if name == "genvae" or name.startswith("genvae."):
+            own += self_us / 1e6
+    wanted = ("genvae.cli", *BREAKDOWN)
+    return {name: cumulative[name] for name in wanted if name in cumulative} | {"genvae (own modules)": own}
+
+
+def importtime_run() -> dict[str, float]:
+    """:func:`import_breakdown` of one fresh ``python -X importtime -c "import genvae.cli"``."""
+    cmd = [sys.executable, "-X", "importtime", "-c", "import genvae.cli"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+    return import_breakdown(result.stderr)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=f"{__doc__.splitlines()[0]} Explained in docs/speed.md.")
     parser.add_argument("--data", required=True, help="folder with the MNIST IDX files")
@@ -84,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     ways = ["import", *(f"{name} {call}" for name in COMMANDS for call in ("first", "repeat"))]
     seconds: dict[str, list[float]] = {way: [] for way in ways}
+    breakdowns: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="genvae-cli-") as tmp:
         tmp = Path(tmp)
         ckpt = args.ckpt
@@ -101,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if step == "import":
                     seconds["import"].append(timed_run([sys.executable, "-c", "import genvae.cli"], log))
                     print(f"  repeat {repeat + 1} import        {seconds['import'][-1]:6.2f} s")
+                    breakdowns.append(importtime_run())
                     continue
                 for path in cached_fits(ckpt):
                     path.unlink()
@@ -133,6 +179,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"genvae {shown:<37} {medians[f'{name} first']:>8.2f} {medians[f'{name} repeat']:>9.2f} "
             f"{medians['import']:>9.2f} {over_import[name]:>16.2f}"
         )
+    startup = {
+        name: statistics.median(b[name] for b in breakdowns)
+        for name in breakdowns[0]
+        if all(name in b for b in breakdowns)
+    }
+    print(
+        "\nstart-up (python -X importtime, median): "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items())
+    )
     result = {
         **benchmark_stamp(load_before),
         "kind": "command_time",
@@ -143,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "statistic": "median of the repeats' wall times, fresh processes",
         "commands": commands,
+        "startup_seconds": startup,
+        "startup_statistic": "median over repeats of python -X importtime's cumulative time where first imported",
         "seconds": seconds,
     }
     if not args.no_json:

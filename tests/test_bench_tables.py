@@ -13,12 +13,15 @@ from types import ModuleType
 import pytest
 
 from genvae.results.speed import (
+    cli_table,
     denormals_table,
     latent_metrics_table,
     morphometry_speed_table,
     morphometry_table,
     perturb_table,
     speed_tables,
+    startup_table,
+    summary_table,
     training_table,
 )
 
@@ -170,6 +173,8 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
         "speed-attributes",
         "speed-training",
         "speed-denormals",
+        "speed-cli",
+        "speed-startup",
         "morphometry-known-answers",
         "speed-morphometry",
         "speed-latent-metrics",
@@ -179,6 +184,8 @@ def test_speed_tables_registers_every_section_and_placeholders(tmp_path: Path) -
     assert "no morphometry benchmark" in tables["morphometry-known-answers"]
     assert "no latent-metrics benchmark" in tables["speed-latent-metrics"]
     assert "no denormals benchmark" in tables["speed-denormals"]
+    assert "no command benchmark" in tables["speed-cli"]
+    assert "no start-up breakdown" in tables["speed-startup"]
 
 
 def test_bench_morphometry_json_renders(
@@ -338,3 +345,70 @@ def test_bench_denormals_times_a_later_epoch_both_ways_and_renders(
     (row,) = body_rows(denormals_table(tmp_path))
     assert row[0] == "MLP VAE (512, 256), batch 128"
     assert row[4:] == ["1 / 3, 2×", "421", "3.2", "3.8", "1.15×"]
+
+
+IMPORTTIME = """import time: self [us] | cumulative | imported package
+import time:      2000 |    1500000 |     torch
+import time:       100 |     900000 |           torchvision
+import time:       300 |    1000000 |         torchmetrics.functional
+import time:       200 |    3000000 |   lightning
+import time:     30000 |      30000 |     genvae.models
+import time:     20000 |      50000 |   genvae.callbacks.progress
+import time:       500 |    3100000 | genvae.cli
+"""
+
+
+def test_bench_cli_times_first_and_repeat_calls_beside_the_import_and_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/bench_cli.py with its runs replaced by known wall times: the cached fits are deleted before
+    each first call, the repeat - import figure pairs each repeat with its own import, the start-up is split
+    by package from -X importtime output, and the record renders in the tables."""
+    bench = load_script(REPO / "benchmarks" / "bench_cli.py")
+    assert bench.import_breakdown(IMPORTTIME) == {
+        "genvae.cli": 3.1,
+        "torch": 1.5,
+        "lightning": 3.0,
+        "torchmetrics.functional": 1.0,
+        "torchvision": 0.9,
+        "genvae (own modules)": 0.0505,
+    }
+    walls = {"import": [5.0, 6.0, 5.5], "sample": [9.0, 6.5, 10.0, 7.5, 9.5, 6.9], "edit": [12.0, 7.0] * 3}
+    cached_before_first = []
+
+    def fake_run(cmd: list[str], log: Path) -> float:
+        if cmd[1:] == ["-c", "import genvae.cli"]:
+            return walls["import"].pop(0)
+        name = cmd[3]
+        assert cmd[1:3] == ["-m", "genvae"] and "--ckpt_path" in cmd
+        ckpt = Path(cmd[cmd.index("--ckpt_path") + 1])
+        if len(walls[name]) % 2 == 0:  # a first call: nothing cached beside the checkpoint
+            cached_before_first.append(bench.cached_fits(ckpt))
+        ckpt.with_name(f"{ckpt.stem}.class-latents.pt").write_bytes(b"fit")
+        return walls[name].pop(0)
+
+    monkeypatch.setattr(bench, "timed_run", fake_run)
+    monkeypatch.setattr(bench, "importtime_run", lambda: bench.import_breakdown(IMPORTTIME))
+    given = tmp_path / "given.ckpt"
+    given.write_bytes(b"weights")
+    out = tmp_path / "cli-test.json"
+    record = bench.main(["--data", "mnist", "--ckpt", str(given), "--repeats", "3", "--json", str(out)])
+    assert cached_before_first == [[]] * 6 and not list(tmp_path.glob("given.*.pt"))  # a copy was used
+    sample = json.loads(out.read_text())["commands"]["sample"]
+    assert (
+        sample["seconds_first"] == 9.5 and sample["seconds_repeat"] == 6.9 and sample["seconds_import"] == 5.5
+    )
+    assert sample["repeat_minus_import"] == pytest.approx(1.5)  # per repeat 6.5 - 5, 7.5 - 6, 6.9 - 5.5
+    assert (
+        sample["met"] and record["kind"] == "command_time" and record["startup_seconds"]["genvae.cli"] == 3.1
+    )
+    (row, _) = body_rows(cli_table(tmp_path))
+    assert row[0] == "`genvae sample --label 7 --num 16`"
+    assert row[4:] == ["3×", "9.50", "6.90", "5.50", "1.50", "≤ 3", "yes"]
+    (startup,) = body_rows(startup_table(tmp_path))
+    assert (
+        startup[3] == "3.10" and "genvae (own modules) 0.05" in startup[4] and "lightning 3.00" in startup[4]
+    )
+    assert any(
+        "repeat − import = 1.50 s" in r for r in (" ".join(x) for x in body_rows(summary_table(tmp_path)))
+    )

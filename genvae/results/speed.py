@@ -3,14 +3,15 @@
 ``benchmarks/bench_attributes.py`` writes ``attributes*.json``, ``benchmarks/bench_training.py``
 ``training*.json``, ``benchmarks/bench_denormals.py`` ``denormals*.json``,
 ``benchmarks/bench_morphometry.py`` ``morphometry*.json``, ``benchmarks/bench_latent_metrics.py``
-``latent-metrics*.json`` and ``benchmarks/bench_perturb.py`` ``perturb*.json`` (each with the machine,
+``latent-metrics*.json``, ``benchmarks/bench_perturb.py`` ``perturb*.json`` and ``benchmarks/bench_cli.py``
+``cli*.json`` (each with the machine,
 thread count, versions and load average it ran on). Each table shows the newest measurement of each
 workload (per device kind: a CPU and a GPU time are two rows), with its date, machine and load; the older
 ones stay in their JSON files as the history. :func:`speed_tables` returns the marked sections
-``speed-attributes``, ``speed-training``, ``speed-denormals``, ``morphometry-known-answers``,
-``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb`` (the docs pages), ``speed-history``
-(every record file) and ``speed-summary`` (the README's short table of the newest attribute and training
-figures).
+``speed-attributes``, ``speed-training``, ``speed-denormals``, ``speed-cli``, ``speed-startup``,
+``morphometry-known-answers``, ``speed-morphometry``, ``speed-latent-metrics`` and ``speed-perturb`` (the
+docs pages), ``speed-history`` (every record file) and ``speed-summary`` (the README's short table of the
+newest attribute, training and command figures).
 """
 
 from __future__ import annotations
@@ -258,6 +259,63 @@ def denormals_table(bench: Path) -> str:
     return markdown_table(header, _newest_per_key(keyed))
 
 
+def cli_table(bench: Path) -> str:
+    """The newest command-time record per command (``benchmarks/bench_cli.py``): a generation command's
+    first call (fits cached beside the checkpoint), its repeat call, and the start-up it cannot go below
+    (``import genvae.cli``), medians of interleaved fresh processes."""
+    keyed = [
+        (
+            (name, _device_kind(record)),
+            [
+                f"`{c['command']}`",
+                *_stamp_cells(record),
+                f"{record['repeats']}×",
+                f"{c['seconds_first']:.2f}",
+                f"{c['seconds_repeat']:.2f}",
+                f"{c['seconds_import']:.2f}",
+                f"{c['repeat_minus_import']:.2f}",
+                f"≤ {c['target']:.0f}",
+                "yes" if c["met"] else "no",
+            ],
+        )
+        for record in _load(bench, "cli*.json")
+        for name, c in record["commands"].items()
+    ]
+    if not keyed:
+        return "_no command benchmark in results/bench yet_"
+    header = [
+        "command",
+        *STAMP_HEADER,
+        "repeats",
+        "first call s",
+        "repeat call s",
+        "import genvae.cli s",
+        "repeat − import s",
+        "target",
+        "met",
+    ]
+    return markdown_table(header, _newest_per_key(keyed))
+
+
+def startup_table(bench: Path) -> str:
+    """Where the start-up of every command goes (``benchmarks/bench_cli.py``'s ``python -X importtime``
+    runs): ``import genvae.cli`` in all, the packages Lightning imports on the way, and genvae's own
+    modules; the newest record per device kind that has the breakdown."""
+    keyed = []
+    for record in _load(bench, "cli*.json"):
+        startup = record.get("startup_seconds")
+        if not startup:
+            continue
+        parts = [f"{name} {seconds:.2f}" for name, seconds in startup.items() if name != "genvae.cli"]
+        keyed.append(
+            (_device_kind(record), [*_stamp_cells(record), f"{startup['genvae.cli']:.2f}", "; ".join(parts)])
+        )
+    if not keyed:
+        return "_no start-up breakdown in results/bench yet_"
+    header = [*STAMP_HEADER, "import genvae.cli s", "of which, cumulative where first imported (s)"]
+    return markdown_table(header, _newest_per_key(keyed))
+
+
 MORPHOMETRY_COLUMNS = ("fmd", "w1/thickness", "w1/slant", "shift/thickness", "shift/slant", "ks/slant")
 MORPHOMETRY_UNITS = {"fmd": "", "w1/thickness": " (px)", "w1/slant": " (rad)", "shift/thickness": " (px)"}
 MORPHOMETRY_UNITS |= {"shift/slant": " (rad)", "ks/slant": ""}
@@ -411,7 +469,8 @@ def _protocols(case: dict) -> list[str]:
 
 def summary_table(bench: Path) -> str:
     """The front page's speed figures: the newest attribute measurement per device kind against the
-    scikit-image reference, and the newest training step time per workload against a plain PyTorch loop."""
+    scikit-image reference, the newest training step time per workload against a plain PyTorch loop, and
+    the newest repeat call of each generation command against the start-up (``import genvae.cli``)."""
     rows = []
     newest_attributes: dict[str, dict] = {}
     for record in _load(bench, "attributes*.json"):
@@ -439,6 +498,21 @@ def summary_table(bench: Path) -> str:
                 f"{_date(record)}, {_machine(record)}",
             ]
         )
+    newest_cli: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for record in _load(bench, "cli*.json"):
+        for name, command in record["commands"].items():
+            newest_cli[(name, _device_kind(record))] = (record, command)
+    for (_, device), (record, c) in newest_cli.items():
+        rows.append(
+            [
+                f"`{c['command']}`, repeat call",
+                device,
+                f"{c['seconds_repeat']:.2f} s (first call {c['seconds_first']:.2f} s)",
+                f"{c['seconds_import']:.2f} s (`import genvae.cli`)",
+                f"repeat − import = {c['repeat_minus_import']:.2f} s",
+                f"{_date(record)}, {_machine(record)}",
+            ]
+        )
     if not rows:
         return "_no benchmark in results/bench yet_"
     header = ["workload", "device", "genvae", "baseline", "ratio", "measured"]
@@ -452,6 +526,7 @@ HISTORY = {  # file prefix -> the benchmark that writes it
     "morphometry": "benchmarks/bench_morphometry.py",
     "latent-metrics": "benchmarks/bench_latent_metrics.py",
     "perturb": "benchmarks/bench_perturb.py",
+    "cli": "benchmarks/bench_cli.py",
 }
 
 
@@ -481,15 +556,17 @@ def history_table(bench: Path) -> str:
 
 
 def speed_tables(bench: Path) -> dict[str, str]:
-    """Marked sections ``speed-attributes``, ``speed-training``, ``speed-denormals``,
-    ``morphometry-known-answers``, ``speed-morphometry``, ``speed-latent-metrics``, ``speed-perturb``,
-    ``speed-summary`` and ``speed-history``."""
+    """Marked sections ``speed-attributes``, ``speed-training``, ``speed-denormals``, ``speed-cli``,
+    ``speed-startup``, ``morphometry-known-answers``, ``speed-morphometry``, ``speed-latent-metrics``,
+    ``speed-perturb``, ``speed-summary`` and ``speed-history``."""
     return {
         "speed-summary": summary_table(bench),
         "speed-history": history_table(bench),
         "speed-attributes": attributes_table(bench),
         "speed-training": training_table(bench),
         "speed-denormals": denormals_table(bench),
+        "speed-cli": cli_table(bench),
+        "speed-startup": startup_table(bench),
         "morphometry-known-answers": morphometry_table(bench),
         "speed-morphometry": morphometry_speed_table(bench),
         "speed-latent-metrics": latent_metrics_table(bench),
