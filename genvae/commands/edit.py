@@ -10,9 +10,12 @@ reconstruction, ``NAME=3.0`` (no sign) for an absolute value, in the attribute's
 model and the data come from the same ``--config`` files (and any ``--data.*`` / ``--model.*`` overrides) as
 ``genvae fit/test``, parsed by :class:`genvae.cli.GenVAECLI`; the weights from ``--ckpt_path``. The
 calibration (:class:`~genvae.latent.control.AttributeControl`) is read from ``<checkpoint stem>.control.json``
-beside the checkpoint (written by ``genvae test`` with the ``AttributeControlEvaluation`` callback, or by an
-earlier ``genvae edit``); without one it is fitted on the first ``--calibration_images`` training images and
-saved there. ``--set`` draws input, reconstruction and edit per digit; ``--grid`` one column per value.
+beside the checkpoint when it was fitted from this checkpoint on the first ``--calibration_images`` training
+images and covers the requested attributes (written by ``genvae test`` with the ``AttributeControlEvaluation``
+callback, or by an earlier ``genvae edit`` / ``genvae sample``); otherwise it is fitted there and saved, with
+one line saying why (:mod:`genvae.latent.fitted`); ``--calibration FILE`` uses the given file as it is. The
+class latents of a label edit are cached beside the checkpoint the same way. ``--set`` draws input,
+reconstruction and edit per digit; ``--grid`` one column per value.
 
 A model conditioned on the label (``condition: [label]``) also takes ``--set label=3``: each digit is encoded
 with its true label, its latent moved to the new class (the same position relative to the class's
