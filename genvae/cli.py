@@ -17,7 +17,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import yaml
@@ -34,7 +34,7 @@ from genvae.callbacks.progress import EpochSummary, LoggingStepProgressBar
 from genvae.callbacks.rng import RNGStateCheckpoint
 from genvae.callbacks.timing import EvaluationTimer
 from genvae.checkpoints import AtomicCheckpointIO, EvaluationCheckpointIO, read_checkpoint
-from genvae.errors import exit_on_config_error
+from genvae.errors import condense_parser_error, exit_on_config_error
 from genvae.utils.atomic import atomic_write_bytes
 from genvae.utils.console import silence_unactionable_notices
 from genvae.utils.lightning import NoOpProfiler, use_lean_callback_dispatch
@@ -122,8 +122,31 @@ DESCRIPTION = (
 )
 
 
+class GenVAEArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one line: ``genvae: error: <key>: <cause>`` and where the
+    options are explained, exit status 2 (:func:`~genvae.errors.condense_parser_error`).
+
+    jsonargparse prints the parser's usage (some 60 lines for ``genvae fit``) before a nested explanation of
+    every alternative it tried; the line that matters came last. ``JSONARGPARSE_DEBUG`` set, or a parser
+    that does not exit on errors, keeps jsonargparse's own behaviour.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        print(f"genvae: error: {condense_parser_error(message)} (options: {prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class GenVAECLI(LightningCLI):
-    """LightningCLI with the data -> model links genvae relies on, and the defaults of every run."""
+    """LightningCLI with the data -> model links genvae relies on, the defaults of every run, and
+    one-line parse errors (:class:`GenVAEArgumentParser`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", GenVAEArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """LightningCLI's subcommands, each described (in its own ``--help`` and in ``genvae --help``) by
@@ -227,7 +250,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> GenVAECLI:
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": []},  # filled by GenVAECLI.instantiate_trainer
-        parser_kwargs={"description": DESCRIPTION},
+        parser_kwargs={"description": DESCRIPTION, "prog": "genvae"},  # also under `python -m genvae`
         args=args,
         run=run,
     )

@@ -374,3 +374,68 @@ def test_wandb_logger_is_prepared_before_its_run(tmp_path: Path) -> None:
     prepare_wandb_logger(logger)
     assert "anonymous" not in logger._wandb_init
     assert (tmp_path / "runs").is_dir()  # W&B finds the git root from there
+
+
+# ------------------------------------------------------------------ parse errors as one line
+
+# jsonargparse 4.53's messages for `genvae fit --config experiments/vae.yaml <argument>`, as it printed them
+UNION_MESSAGE = """Parser key "{section}":
+  Does not validate against any of the Union subtypes
+  Subtypes: [<class 'lightning.pytorch.core.module.LightningModule'>, <class 'NoneType'>]
+  Errors:
+    - Problem with given class_path '{class_path}':
+        {inner}
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'jsonargparse._util.NestedArg'>
+  Given value: NestedArg(key='x', val='y')"""
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (
+            UNION_MESSAGE.format(
+                section="data",
+                class_path="genvae.data.MNISTDataModule",
+                inner="Parser key \"dataset\":\n          Expected a typing.Literal['mnist', 'fashion_mnist']. "
+                "Got value: celeba",
+            ),
+            "data.init_args.dataset: got 'celeba'; allowed values: 'mnist', 'fashion_mnist'",
+        ),
+        (
+            UNION_MESSAGE.format(
+                section="data",
+                class_path="genvae.data.MNISTDataModule",
+                inner="Parser key \"batch_size\":\n          Expected a <class 'int'>. Got value: many",
+            ),
+            "data.init_args.batch_size: expected int, got 'many'",
+        ),
+        (
+            UNION_MESSAGE.format(
+                section="model", class_path="genvae.models.VAE", inner="Option 'betta' is not accepted"
+            ),
+            "model.init_args.betta: not an argument of genvae.models.VAE",
+        ),
+        (
+            'Parser key "model":\n\n  - Expected a path but genvae.models.Nope either not accessible or invalid\n'
+            + UNION_MESSAGE.format(
+                section="model",
+                class_path="genvae.models.Nope",
+                inner="module 'genvae.models' has no attribute 'Nope'",
+            ).split("\n", 1)[1],
+            "model: class_path 'genvae.models.Nope': module 'genvae.models' has no attribute 'Nope'",
+        ),
+        (
+            'Parser key "trainer.max_epochs":\n  Does not validate against any of the Union subtypes\n'
+            "  Subtypes: [<class 'int'>, <class 'NoneType'>]\n  Errors:\n    - Expected a <class 'int'>\n"
+            "    - Expected a <class 'NoneType'>\n  Given value type: <class 'str'>\n  Given value: x",
+            "trainer.max_epochs: expected int, got 'x'",
+        ),
+        ("Parser key \"config\": File does not exist: '/no.yaml'", "config: File does not exist: '/no.yaml'"),
+        ("unrecognized arguments: --nokey 3", "unrecognized arguments: --nokey 3"),
+    ],
+)
+def test_parser_errors_condense_to_the_key_and_the_cause(message: str, line: str) -> None:
+    from genvae.errors import condense_parser_error
+
+    assert condense_parser_error(message) == line

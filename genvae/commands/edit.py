@@ -157,6 +157,7 @@ def load_model(
         save_config_callback=None,
         trainer_defaults={"callbacks": []},
         run=False,
+        parser_kwargs={"prog": "genvae fit"},  # a config error points to the help that lists these keys
         args=[*args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
     )
     model, datamodule = cli.model, cli.datamodule
