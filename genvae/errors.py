@@ -40,6 +40,10 @@ _STRUCTURE = (
 )
 _NONE_ALTERNATIVE = "Expected a <class 'NoneType'>"
 _PATH_ALTERNATIVE = re.compile(r"Expected a path but .* either not accessible or invalid")
+_ENCLOSING = (
+    ("key", re.compile(r'Parser key "([^"]+)":\s*(.*)')),
+    ("class", re.compile(r"Problem with given class_path '([^']+)':\s*(.*)")),
+)
 
 
 def _reworded(detail: str, given: str | None) -> str:
@@ -76,18 +80,13 @@ def condense_parser_error(message: str) -> str:
         text = line.strip().removeprefix("- ").strip()
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        key = re.fullmatch(r'Parser key "([^"]+)":\s*(.*)', text)
-        if key:
-            stack.append((indent, "key", key[1]))
-            if not key[2]:
-                continue
-            text, indent = key[2], indent + 1
-        problem = re.fullmatch(r"Problem with given class_path '([^']+)':\s*(.*)", text)
-        if problem:
-            stack.append((indent, "class", problem[1]))
-            if not problem[2]:
-                continue
-            text, indent = problem[2], indent + 1
+        for kind, pattern in _ENCLOSING:  # a key or class path, and what follows it on the line
+            match = pattern.fullmatch(text)
+            if match:
+                stack.append((indent, kind, match[1]))
+                text, indent = match[2], indent + 1
+        if not text:
+            continue
         if text.startswith("Given value:"):
             given = text.split(":", 1)[1].strip()
             continue
