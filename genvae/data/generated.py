@@ -47,10 +47,17 @@ def _checksum(images: torch.Tensor) -> str:
 
 
 class ImageCache:
-    """The generated uint8 images of one split, in one verified file (see the module docstring)."""
+    """The generated uint8 images of one split, in one verified file (see the module docstring); ``shape``:
+    theirs when it is not the source's (dSprites: bit-packed sprites, keyed by their factor classes)."""
 
     def __init__(
-        self, folder: Path, stem: str, version: str, source: torch.Tensor, *keys: torch.Tensor
+        self,
+        folder: Path,
+        stem: str,
+        version: str,
+        source: torch.Tensor,
+        *keys: torch.Tensor,
+        shape: tuple[int, ...] | None = None,
     ) -> None:
         digest = hashlib.sha1(source.contiguous().numpy().tobytes())
         for key in keys:
@@ -58,7 +65,7 @@ class ImageCache:
         digest.update(version.encode())
         self.path = Path(folder) / f"{stem}.images-{digest.hexdigest()[:16]}.pt"
         self.version = version
-        self.shape = tuple(source.shape)
+        self.shape = tuple(source.shape) if shape is None else tuple(shape)  # of the images cached
 
     def read(self) -> torch.Tensor | None:
         """The cached images if the file is there, whole and current; else None (with a warning if present)."""
