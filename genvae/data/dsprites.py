@@ -77,6 +77,12 @@ SPRITE_SIZE = 24.0  # px at scale 1: the ellipse's long axis and the heart's box
 FIRST_CENTRE = 16.5  # px, the sprite centre at position 0 (one pixel per position step)
 VERSION = "dsprites-procedural-1"
 _EDGE = 1e-9  # px (or the outline's units): points on the outline are inside
+# the arrays of DeepMind's npz: name -> (shape, dtype)
+OFFICIAL_LAYOUT = {
+    "imgs": ((NUM_IMAGES, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
+    "latents_values": ((NUM_IMAGES, 6), np.float64),
+    "latents_classes": ((NUM_IMAGES, 6), np.int64),
+}
 
 
 def _grids() -> tuple[np.ndarray, ...]:
@@ -141,18 +147,22 @@ def render(classes: np.ndarray | torch.Tensor) -> torch.Tensor:
             continue
         masks = sprite_masks(shape, values[rows, 2], values[rows, 3], canvas)
         for mask, row in zip(masks, rows.tolist(), strict=True):
-            col0 = canvas // 2 - int(FIRST_CENTRE) - int(classes[row, 4])  # the image's corner on the canvas
-            row0 = canvas // 2 - int(FIRST_CENTRE) - int(classes[row, 5])
+            col0, row0 = _corner(canvas, int(classes[row, 4])), _corner(canvas, int(classes[row, 5]))
             images[row] = mask[row0 : row0 + IMAGE_SIZE, col0 : col0 + IMAGE_SIZE]
     return images
+
+
+def _corner(canvas: int, position: int) -> int:
+    """The canvas offset of an image's first row (or column) whose sprite is at ``position`` on that axis,
+    for sprites drawn centred on a ``canvas``-pixel canvas (:func:`sprite_masks`)."""
+    return canvas // 2 - int(FIRST_CENTRE) - position
 
 
 def _placed(masks: torch.Tensor) -> torch.Tensor:
     """Every placement ``[K, 32 (posX), 32 (posY), 64, 64]`` of sprites drawn centred on a 96 px canvas: a
     strided view of the canvas (each position one pixel further), copied once."""
     k, canvas = len(masks), masks.shape[-1]
-    first = canvas // 2 - int(FIRST_CENTRE)  # canvas offset of the image at position 0
-    last = first - (LATENTS_SIZES[4] - 1)  # ... at position 31
+    last = _corner(canvas, LATENTS_SIZES[4] - 1)  # the offset of position 31; position 0's is last + 31
     stride = masks.stride()
     view = masks.as_strided(
         (k, LATENTS_SIZES[5], LATENTS_SIZES[4], IMAGE_SIZE, IMAGE_SIZE),
@@ -196,18 +206,13 @@ def read_official(path: Path) -> DSprites:
     latent classes in the dataset's order; a ConfigError naming the file otherwise."""
     try:
         with np.load(path) as npz:
-            arrays = {key: npz[key] for key in ("imgs", "latents_values", "latents_classes") if key in npz}
+            arrays = {key: npz[key] for key in OFFICIAL_LAYOUT if key in npz}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ConfigError(f"{path}: not a readable dSprites npz (truncated or damaged: {err})") from None
-    missing = sorted({"imgs", "latents_values", "latents_classes"} - set(arrays))
+    missing = sorted(set(OFFICIAL_LAYOUT) - set(arrays))
     if missing:
         raise ConfigError(f"{path}: not the dSprites npz (no {', '.join(missing)})")
-    expected = {
-        "imgs": ((NUM_IMAGES, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
-        "latents_values": ((NUM_IMAGES, 6), np.float64),
-        "latents_classes": ((NUM_IMAGES, 6), np.int64),
-    }
-    for key, (shape, dtype) in expected.items():
+    for key, (shape, dtype) in OFFICIAL_LAYOUT.items():
         if arrays[key].shape != shape or arrays[key].dtype != dtype:
             raise ConfigError(
                 f"{path}: {key} is {arrays[key].dtype} {list(arrays[key].shape)}, expected "
@@ -251,8 +256,7 @@ def load_dsprites(root: str | Path, cache_dir: str | Path | None = None) -> DSpr
 
 def official_arrays(data: DSprites) -> dict[str, np.ndarray]:
     """The arrays of the official npz layout (``imgs``, ``latents_values``, ``latents_classes``)."""
+    tensors = {"imgs": data.images, "latents_values": data.values, "latents_classes": data.classes}
     return {
-        "imgs": data.images.numpy().astype(np.uint8, copy=False),
-        "latents_values": data.values.numpy().astype(np.float64, copy=False),
-        "latents_classes": data.classes.numpy().astype(np.int64, copy=False),
+        key: tensors[key].numpy().astype(dtype, copy=False) for key, (_, dtype) in OFFICIAL_LAYOUT.items()
     }
